@@ -1,0 +1,116 @@
+"""create_app(settings) -> the ASGI app: Socket.IO wrapping Starlette."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import socketio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from portal.accounts import policy as accounts_policy
+from portal.accounts import service as accounts
+from portal.accounts import views as accounts_views
+from portal.crypto import DataVault
+from portal.db import create_engine, create_sessionmaker, session_scope
+from portal.i18n import load_catalogues
+from portal.middleware import (
+    CsrfMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    SessionMiddleware,
+)
+from portal.orgs import policy as orgs_policy
+from portal.orgs import views as orgs_views
+from portal.pages import EXCEPTION_HANDLERS
+from portal.pages import routes as page_routes
+from portal.policy import Policy
+from portal.settings import Settings
+from portal.web import create_templates
+from realtime.events import Welcome
+from realtime.server import close_socket_server, create_socket_server
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def _origins(settings: Settings) -> list[str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.base_url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return [origin]
+
+
+def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
+    settings = settings or Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        engine = create_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.db = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await close_socket_server(app.state.sio)
+            await engine.dispose()
+
+    starlette = Starlette(
+        routes=[
+            *page_routes,
+            *accounts_views.routes,
+            *orgs_views.routes,
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ],
+        middleware=[
+            Middleware(SecurityHeadersMiddleware, settings=settings),
+            Middleware(CsrfMiddleware, settings=settings, exempt=("/api/",)),
+            Middleware(SessionMiddleware, settings=settings),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    starlette.state.settings = settings
+    starlette.state.vault = DataVault(settings.data_key)
+    starlette.state.catalogues = load_catalogues()
+    starlette.state.templates = create_templates(settings)
+    starlette.state.policy = Policy([accounts_policy.RULES, orgs_policy.RULES])
+
+    async def authenticate(cookie_header: str) -> Welcome | None:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(cookie_header)
+        except Exception:
+            return None
+        morsel = jar.get(settings.session_cookie_name)
+        token = accounts.unsign_token(settings, morsel.value if morsel else None)
+        if token is None:
+            return None
+        async with session_scope(starlette.state.db) as db:
+            found = await accounts.resolve_session(db, settings, token)
+        if found is None:
+            return None
+        user = found[0]
+        return Welcome(user_id=user.id, role=user.role, display_name=user.display_name)
+
+    sio = create_socket_server(
+        authenticate, redis_url=settings.redis_url, allowed_origins=_origins(settings)
+    )
+    starlette.state.sio = sio
+    # The request id wraps Starlette's own error handling, so even a 500 carries it.
+    app: Any = socketio.ASGIApp(
+        sio, other_asgi_app=RequestIdMiddleware(starlette), socketio_path="socket.io"
+    )
+    app.starlette = starlette
+    return app

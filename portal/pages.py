@@ -1,0 +1,83 @@
+"""Pages that belong to no feature: home, and the error pages (404, 400, 403 CSRF, 500)."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portal.errors import DomainError, NotFound
+from portal.i18n import _l
+from portal.policy import NotPermitted
+from portal.web import identity, redirect_to, render
+
+log = logging.getLogger("jiefen.errors")
+
+
+async def home(request: Request) -> Response:
+    return render(request, "home.html")
+
+
+async def not_found(request: Request, exc: Exception | None = None) -> Response:
+    return render(request, "errors/error.html", {"status": 404}, status_code=404)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return await not_found(request)
+    return render(request, "errors/error.html", {"status": status}, status_code=status)
+
+
+async def not_permitted(request: Request, exc: Exception) -> Response:
+    if not identity(request).is_authenticated:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        login = str(request.app.url_path_for("accounts.login"))
+        from urllib.parse import quote
+
+        return redirect_to(request, f"{login}?next={quote(target)}")
+    return await not_found(request)
+
+
+async def domain_error(request: Request, exc: Exception) -> Response:
+    message = exc.message if isinstance(exc, DomainError) else _l("The request is not valid.")
+    return render(
+        request, "errors/error.html", {"status": 400, "message": message}, status_code=400
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    request_id = getattr(request.state, "request_id", "-")
+    log.error("unhandled error request_id=%s path=%s", request_id, request.url.path, exc_info=exc)
+    try:
+        return render(request, "errors/error.html", {"status": 500}, status_code=500)
+    except Exception:
+        return Response(f"Server error. Request id: {request_id}", status_code=500)
+
+
+async def csrf_failure(request: Request) -> Response:
+    return render(
+        request,
+        "errors/error.html",
+        {
+            "status": 403,
+            "message": _l(
+                "This form has expired or came from another site. Reload the page and try again."
+            ),
+        },
+        status_code=403,
+    )
+
+
+EXCEPTION_HANDLERS = {
+    NotPermitted: not_permitted,
+    NotFound: not_found,
+    DomainError: domain_error,
+    HTTPException: http_error,
+    Exception: server_error,
+}
+
+routes = [Route("/", home, name="home")]
