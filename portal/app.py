@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import socketio
 from starlette.applications import Starlette
@@ -41,11 +42,13 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 def _origins(settings: Settings) -> list[str]:
-    from urllib.parse import urlsplit
-
+    """The page's own origin; on loopback both spellings of it, as `make run` serves either."""
     parts = urlsplit(settings.base_url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    return [origin]
+    origins = [f"{parts.scheme}://{parts.netloc}"]
+    if parts.hostname in ("127.0.0.1", "localhost"):
+        port = f":{parts.port}" if parts.port else ""
+        origins = [f"{parts.scheme}://{host}{port}" for host in ("127.0.0.1", "localhost")]
+    return origins
 
 
 def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
