@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
-from portal.db import Base, create_engine, import_models
+from portal.db import Base, create_engine, import_models, include_in_autogenerate
 from portal.settings import Settings
 
 config = context.config
@@ -29,6 +29,7 @@ def _configure(**kwargs: object) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_in_autogenerate,
         **kwargs,  # type: ignore[arg-type]
     )
 

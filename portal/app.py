@@ -19,6 +19,8 @@ from starlette.staticfiles import StaticFiles
 from portal.accounts import policy as accounts_policy
 from portal.accounts import service as accounts
 from portal.accounts import views as accounts_views
+from portal.cases import policy as cases_policy
+from portal.cases import views as cases_views
 from portal.crypto import DataVault
 from portal.db import create_engine, create_sessionmaker, session_scope
 from portal.i18n import load_catalogues
@@ -28,6 +30,8 @@ from portal.middleware import (
     SecurityHeadersMiddleware,
     SessionMiddleware,
 )
+from portal.notify import views as notify_views
+from portal.notify.delivery import LogSmsProvider, OutboxWorker
 from portal.orgs import policy as orgs_policy
 from portal.orgs import views as orgs_views
 from portal.pages import EXCEPTION_HANDLERS
@@ -35,6 +39,7 @@ from portal.pages import routes as page_routes
 from portal.policy import Policy
 from portal.settings import Settings
 from portal.web import create_templates
+from portal.workdays import views as workdays_views
 from realtime.events import Welcome
 from realtime.server import close_socket_server, create_socket_server
 
@@ -63,9 +68,20 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.db = create_sessionmaker(engine)
+        outbox = OutboxWorker(
+            app.state.db,
+            vault=app.state.vault,
+            catalogues=app.state.catalogues,
+            smtp=settings.smtp,
+            base_url=settings.base_url,
+            sms=LogSmsProvider(),
+        )
+        app.state.outbox = outbox
+        outbox.start()
         try:
             yield
         finally:
+            await outbox.stop()
             await close_socket_server(app.state.sio)
             await engine.dispose()
 
@@ -74,6 +90,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *page_routes,
             *accounts_views.routes,
             *orgs_views.routes,
+            *cases_views.routes,
+            *notify_views.routes,
+            *workdays_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
@@ -88,7 +107,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     starlette.state.vault = DataVault(settings.data_key)
     starlette.state.catalogues = load_catalogues()
     starlette.state.templates = create_templates(settings)
-    starlette.state.policy = Policy([accounts_policy.RULES, orgs_policy.RULES])
+    starlette.state.policy = Policy([accounts_policy.RULES, orgs_policy.RULES, cases_policy.RULES])
 
     async def authenticate(cookie_header: str) -> Welcome | None:
         jar: SimpleCookie = SimpleCookie()

@@ -64,7 +64,7 @@ def alembic_config(settings: Settings) -> Config:
     return cfg
 
 
-def upgrade_database(settings: Settings, revision: str = "head") -> None:
+def upgrade_database(settings: Settings, revision: str = "heads") -> None:
     settings.ensure_dirs()
     command.upgrade(alembic_config(settings), revision)
 
@@ -101,7 +101,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", default="heads")
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     settings = Settings.from_env()

@@ -105,4 +105,21 @@ def import_models() -> None:
     """Import every feature's models so that Base.metadata is complete (Alembic, tests)."""
     from portal.accounts import models as _accounts  # noqa: F401
     from portal.audit import models as _audit  # noqa: F401
+    from portal.cases import models as _cases  # noqa: F401
+    from portal.notify import models as _notify  # noqa: F401
     from portal.orgs import models as _orgs  # noqa: F401
+    from portal.workdays import models as _workdays  # noqa: F401
+
+
+# Search structures the migrations create by hand, per dialect: not in the models.
+UNMODELLED_PREFIXES = ("cases_fts",)
+UNMODELLED_SUFFIXES = ("_trgm",)
+
+
+def include_in_autogenerate(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic filter: leave the hand-made search tables and indexes out of comparisons."""
+    return not (
+        name and (name.startswith(UNMODELLED_PREFIXES) or name.endswith(UNMODELLED_SUFFIXES))
+    )

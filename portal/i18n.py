@@ -36,8 +36,16 @@ class Msg:
     params: dict[str, Any] = field(default_factory=dict)
 
     def render(self, translations: _gettext.NullTranslations) -> str:
+        """Translate; a parameter given as {"msgid": ...} is itself translated first."""
         text = translations.gettext(self.msgid)
-        return text.format(**self.params) if self.params else text
+        if not self.params:
+            return text
+        lookup = translations.gettext  # (a plain name, so extraction does not see "msgid")
+        params = {
+            key: lookup(value["msgid"]) if isinstance(value, dict) and "msgid" in value else value
+            for key, value in self.params.items()
+        }
+        return text.format(**params)
 
 
 def _l(msgid: str, **params: Any) -> Msg:

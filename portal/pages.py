@@ -12,13 +12,21 @@ from starlette.routing import Route
 from portal.errors import DomainError, NotFound
 from portal.i18n import _l
 from portal.policy import NotPermitted
-from portal.web import identity, redirect_to, render
+from portal.cases.service import today_in_china
+from portal.policy import Role
+from portal.web import db_session, identity, redirect_to, render
+from portal.workdays.service import coverage_warning, load_calendar
 
 log = logging.getLogger("jiefen.errors")
 
 
 async def home(request: Request) -> Response:
-    return render(request, "home.html")
+    context = {}
+    if identity(request).role in (Role.COMMITTEE_ADMIN, Role.PLATFORM_ADMIN):
+        async with db_session(request) as db:
+            calendar = await load_calendar(db)
+        context["calendar_warning"] = coverage_warning(calendar, today_in_china())
+    return render(request, "home.html", context)
 
 
 async def not_found(request: Request, exc: Exception | None = None) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -117,3 +118,64 @@ def clean_choice(value: str, choices: dict[str, Msg] | tuple[str, ...]) -> str:
     if value not in choices:
         raise ValidationError(_l("Choose one of the options."))
     return value
+
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def resident_id_check_character(first17: str) -> str:
+    """ISO 7064 MOD 11-2 check character of a resident identity card number (GB 11643)."""
+    return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True)) % 11]
+
+
+def clean_resident_id(value: str, today: date | None = None) -> str:
+    """居民身份证号码: 18 characters, a real birth date not in the future, a valid check."""
+    number = re.sub(r"\s", "", value or "").upper()
+    if not re.fullmatch(r"\d{17}[\dX]", number):
+        raise ValidationError(
+            _l("A resident ID number has 18 characters: 17 digits, then a digit or X.")
+        )
+    try:
+        born = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
+        raise ValidationError(_l("This ID number does not contain a real date of birth.")) from None
+    today = today or date.today()
+    if born > today or born.year < 1900:
+        raise ValidationError(_l("This ID number does not contain a real date of birth."))
+    if resident_id_check_character(number[:17]) != number[17]:
+        raise ValidationError(
+            _l("This ID number is not valid: its last character does not match. Check each digit.")
+        )
+    return number
+
+
+def mask_resident_id(number: str) -> str:
+    """3101**********1234: the region's first four and the last four characters."""
+    return number[:4] + "*" * (len(number) - 8) + number[-4:]
+
+
+def clean_amount_fen(value: str, *, maximum_fen: int = 10_000_000_000 * 100) -> int:
+    """An amount in yuan as typed (1,234.5 or ¥1234.50) -> integer fen, > 0 and <= the maximum."""
+    text = re.sub(r"[\s,¥￥元]", "", value or "")
+    if not re.fullmatch(r"\d{1,14}(\.\d{1,2})?", text):
+        raise ValidationError(_l("Enter an amount in yuan, such as 1234.50."))
+    yuan, _, cents = text.partition(".")
+    fen = int(yuan) * 100 + int((cents + "00")[:2])
+    if fen <= 0:
+        raise ValidationError(_l("The amount must be more than zero."))
+    if fen > maximum_fen:
+        raise ValidationError(_l("The amount cannot be more than ¥10,000,000,000."))
+    return fen
+
+
+def clean_past_date(value: str, today: date | None = None) -> date:
+    try:
+        day = date.fromisoformat((value or "").strip())
+    except ValueError:
+        raise ValidationError(_l("Enter a date like 2026-03-15.")) from None
+    if day > (today or date.today()):
+        raise ValidationError(_l("This date is in the future."))
+    if day.year < 1990:
+        raise ValidationError(_l("Enter a date from 1990 onwards."))
+    return day

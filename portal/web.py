@@ -73,8 +73,24 @@ def permits(request: Request, permission: str, resource: object) -> bool:
 
 @asynccontextmanager
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for one view; afterwards the outbox worker is woken, so notifications a
+    service committed go out at once rather than at the worker's next tick."""
     async with session_scope(request.app.state.db) as session:
         yield session
+    outbox = getattr(request.app.state, "outbox", None)
+    if outbox is not None:
+        outbox.wake()
+
+
+async def current_user(request: Request, db: AsyncSession) -> Any:
+    """The logged-in user, loaded into ``db`` (the request's copy stays detached, for pages)."""
+    from portal.errors import NotFound
+
+    user_id = identity(request).user_id
+    user = await db.get(request.state.user.__class__, user_id) if user_id else None
+    if user is None:
+        raise NotFound
+    return user
 
 
 def client_ip(request: Request) -> str:
@@ -132,6 +148,7 @@ def create_templates(settings: Settings) -> Jinja2Blocks:
     env.filters.update(t=_translate_msg, money=_money, datetime=_datetime)
     env.globals.update(
         url=_url,
+        msg=lambda msgid, params=None: Msg(msgid, dict(params or {})),
         LANGUAGE_NAMES=LANGUAGE_NAMES,
         HTML_LANG=HTML_LANG,
         SUPPORTED_LOCALES=SUPPORTED_LOCALES,

@@ -99,3 +99,113 @@ async def make_user(
             firm_id=firm.id if firm else None,
         )
     return Person(user=user, login=email or phone or "")
+
+
+# -- cases ----------------------------------------------------------------------------------
+
+VALID_ID = "11010519491231002X"
+PDF = b"%PDF-1.4\n% jiefen test\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def verify_phone(app: Any, person: Person) -> None:
+    from portal.db import utcnow
+
+    async with _state(app).db() as db:
+        user = await db.get(User, person.id)
+        assert user is not None and user.phone_index is not None
+        user.phone_verified_at = utcnow()
+        await db.commit()
+        person.user = user
+
+
+async def make_draft(
+    app: Any,
+    filer: Person,
+    firm: Firm | None,
+    *,
+    category: str = "credit_card",
+    amount_fen: int = 1_280_000,
+    facts: str = "信用卡分期手续费未告知，要求退还。",
+    id_number: str = VALID_ID,
+    name: str = "张三",
+) -> Any:
+    """A complete draft with both required materials (stored as rows; blobs not needed)."""
+    import secrets as _secrets
+
+    from portal.cases import service as cases
+    from portal.evidence.storage import BlobStore
+
+    state = _state(app)
+    async with state.db() as db:
+        user = await db.get(User, filer.id)
+        assert user is not None
+        case = await cases.start_draft(
+            db,
+            user,
+            category=category,
+            region="",
+            firm_id=firm.id if firm else None,
+            respondent_name="" if firm else "未登记公司",
+            respondent_credit_code=None,
+            form_key=_secrets.token_urlsafe(16),
+            ip="127.0.0.1",
+        )
+        await cases.save_claimant(
+            db, state.vault, case, user, filed_as="self", name=name, id_number=id_number
+        )
+        await cases.save_claims(
+            db,
+            case,
+            user,
+            amount_fen=amount_fen,
+            outcomes=["refund"],
+            facts=facts,
+            incident_date=None,
+        )
+        await cases.save_eligibility(
+            db, case, user, dict.fromkeys(cases.ELIGIBILITY_QUESTIONS, False)
+        )
+        store = BlobStore(state.settings.storage_dir, state.settings.data_key)
+        for kind in ("identity", "contract"):
+            stored = store.put(PDF + kind.encode(), f"{kind}.pdf")
+            await cases.add_material(
+                db,
+                case,
+                user,
+                kind=kind,
+                filename=stored.filename,
+                content_type=stored.content_type,
+                size=stored.size,
+                sha256=stored.sha256,
+            )
+        return case
+
+
+async def make_case(
+    app: Any, filer: Person, firm: Firm | None, *, status: str = "submitted", **kw: Any
+) -> Any:
+    """A case moved through the real services up to ``status`` (submitted, accepted, assigned)."""
+    from portal.cases import service as cases
+
+    mediator_id = kw.pop("mediator_id", None)
+    case = await make_draft(app, filer, firm, **kw)
+    state = _state(app)
+    async with state.db() as db:
+        user = await db.get(User, filer.id)
+        case = await db.get(type(case), case.id)
+        assert user is not None and case is not None
+        case = await cases.submit_case(db, state.vault, case, user)
+        if status == "submitted":
+            return case
+        staff = await db.scalar(
+            __import__("sqlalchemy")
+            .select(User)
+            .where(User.committee_id == case.committee_id, User.role == "committee_admin")
+        )
+        assert staff is not None, "make_case needs a committee administrator for this committee"
+        case = await cases.accept_case(db, case, staff)
+        if status == "accepted":
+            return case
+        mediator_id = mediator_id or (await cases.suggest_mediators(db, case))[0].mediator.id
+        return await cases.assign_mediator(db, case, staff, mediator_id)

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.routing import Route
 
 from portal.accounts import service as accounts
+from portal.cases import service as cases
+from portal.notify.models import Notification
 from portal.orgs import service as orgs
 from portal.policy import Role
+from portal.workdays import service as workdays
 from tests.conftest import csrf_token, log_in
-from tests.factories import Person, make_committee, make_firm, make_user
+from tests.factories import (
+    Person,
+    make_case,
+    make_committee,
+    make_draft,
+    make_firm,
+    make_user,
+    verify_phone,
+)
 
 ROLES = ["anonymous", "consumer", "firm_rep", "mediator", "committee_admin", "platform_admin"]
 
@@ -32,7 +45,7 @@ class World:
 
 async def build_world(app: Any) -> World:
     committee_a = await make_committee(app)
-    committee_b = await make_committee(app)
+    committee_b = await make_committee(app, categories=["insurance"])
     firm_x = await make_firm(app)
     firm_y = await make_firm(app)
     people = {
@@ -43,7 +56,14 @@ async def build_world(app: Any) -> World:
         "platform_admin": await make_user(app, Role.PLATFORM_ADMIN),
     }
     mediator_b = await make_user(app, Role.MEDIATOR, committee=committee_b)
-    other_consumer = await make_user(app, Role.CONSUMER)
+    other_consumer = await make_user(app, Role.CONSUMER, phone="13900000002")
+    await verify_phone(app, people["consumer"])
+    await verify_phone(app, other_consumer)
+    case_open = await make_case(
+        app, people["consumer"], firm_x, status="assigned", mediator_id=people["mediator"].id
+    )
+    case_other = await make_case(app, other_consumer, firm_y, category="insurance")
+    draft = await make_draft(app, people["consumer"], firm_x)
     state = app.starlette.state
     async with state.db() as db:
         _, profile = await orgs.get_mediator(db, people["mediator"].id)
@@ -69,6 +89,16 @@ async def build_world(app: Any) -> World:
             firm_id=None,
             committee_id=committee_a.id,
         )
+        materials = {m.kind: m.id for m in await cases.materials(db, case_open)}
+        draft_material = (await cases.materials(db, draft))[0].id
+        notice = await db.scalar(
+            select(Notification.id)
+            .where(Notification.user_id == people["consumer"].id, Notification.channel == "in_app")
+            .limit(1)
+        )
+        day = await workdays.add_calendar_day(
+            db, people["platform_admin"].id, day=date(2031, 1, 1), kind="holiday", name="元旦"
+        )
     return World(
         people=people,
         ids={
@@ -82,6 +112,14 @@ async def build_world(app: Any) -> World:
             "tie": tie.id,
             "accept_token": accept_token,
             "revoke": to_revoke.id,
+            "case": case_open.id,
+            "other_case": case_other.id,
+            "draft": draft.id,
+            "identity": materials["identity"],
+            "contract": materials["contract"],
+            "draft_material": draft_material,
+            "notice": notice,
+            "day": day.id,
         },
     )
 
@@ -221,6 +259,136 @@ CASES = [
         "POST",
         only("done", "mediator"),
         params=lambda w: {"tie_id": w.ids["tie"]},
+    ),
+    Case("accounts.phone", "GET", logged_in("ok")),
+    Case("accounts.phone", "POST", logged_in("bad"), data={"action": "verify", "code": "1"}),
+    Case("cases.list", "GET", logged_in("ok")),
+    Case("cases.new", "GET", only("ok", "consumer", "firm_rep")),
+    Case("cases.new", "POST", only("bad", "consumer", "firm_rep")),
+    Case(
+        "cases.detail",
+        "GET",
+        logged_in("ok"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="a case of committee A, firm X, the consumer, the mediator",
+    ),
+    Case(
+        "cases.detail",
+        "GET",
+        only("ok", "platform_admin"),
+        params=lambda w: {"case_id": w.ids["other_case"]},
+        label="someone else's case",
+    ),
+    Case(
+        "cases.detail",
+        "GET",
+        only("done", "consumer"),
+        params=lambda w: {"case_id": w.ids["draft"]},
+        label="a draft: only its filer, sent to the wizard",
+    ),
+    Case(
+        "cases.edit",
+        "GET",
+        only("ok", "consumer"),
+        params=lambda w: {"case_id": w.ids["draft"], "step": "claims"},
+    ),
+    Case(
+        "cases.edit",
+        "POST",
+        only("bad", "consumer"),
+        params=lambda w: {"case_id": w.ids["draft"], "step": "claims"},
+    ),
+    Case(
+        "cases.material",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["case"], "material_id": w.ids["contract"]},
+        label="a contract",
+    ),
+    Case(
+        "cases.material",
+        "GET",
+        only("ok", "consumer", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"], "material_id": w.ids["identity"]},
+        label="identity papers: not the firm",
+    ),
+    Case(
+        "cases.upload",
+        "POST",
+        only("done", "consumer", "firm_rep", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.act",
+        "POST",
+        logged_in("done"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        data={"action": "start_mediation"},
+        label="refused by the lifecycle unless allowed",
+    ),
+    Case("cases.request", "POST", logged_in("done"), params=lambda w: {"case_id": w.ids["case"]}),
+    Case("cases.provide", "POST", logged_in("done"), params=lambda w: {"case_id": w.ids["case"]}),
+    Case(
+        "cases.assign",
+        "GET",
+        only("ok", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.assign",
+        "POST",
+        only("bad", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.recusal",
+        "POST",
+        only("done", "consumer", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.recusal_refuse",
+        "POST",
+        only("done", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.respond",
+        "POST",
+        only("done", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.message",
+        "POST",
+        only("done", "consumer", "firm_rep", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "cases.material_delete",
+        "POST",
+        only("done", "consumer"),
+        params=lambda w: {"case_id": w.ids["draft"], "material_id": w.ids["draft_material"]},
+    ),
+    Case(
+        "cases.submit",
+        "POST",
+        only("done", "consumer"),
+        params=lambda w: {"case_id": w.ids["draft"]},
+    ),
+    Case("notify.centre", "GET", logged_in("ok")),
+    Case("notify.badge", "GET", logged_in("ok")),
+    Case(
+        "notify.read",
+        "POST",
+        only("done", "consumer"),
+        params=lambda w: {"notification_id": w.ids["notice"]},
+    ),
+    Case("notify.read_all", "POST", logged_in("done")),
+    Case("workdays.calendar", "GET", only("ok", *ADMINS)),
+    Case("workdays.calendar", "POST", only("bad", *ADMINS)),
+    Case(
+        "workdays.remove", "POST", only("done", *ADMINS), params=lambda w: {"day_id": w.ids["day"]}
     ),
     # Last: it ends the session.
     Case("accounts.logout", "POST", everyone("done")),

@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from portal.cli import alembic_config
-from portal.db import Base, create_engine
+from portal.db import Base, create_engine, include_in_autogenerate
 from tests.conftest import (
     create_postgres_database,
     drop_postgres_database,
@@ -48,7 +48,11 @@ async def _inspect(url: str) -> tuple[set[str], list[object]]:
             tables = await conn.run_sync(_tables)
             diff = await conn.run_sync(
                 lambda sync: compare_metadata(
-                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                    MigrationContext.configure(
+                        sync,
+                        opts={"compare_type": True, "include_object": include_in_autogenerate},
+                    ),
+                    Base.metadata,
                 )
             )
     finally:
@@ -60,13 +64,13 @@ async def test_upgrade_downgrade_upgrade(empty_db: str, tmp_path: Path) -> None:
     import asyncio
 
     config = alembic_config(make_settings(empty_db, tmp_path))
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.upgrade, config, "heads")
     tables, diff = await _inspect(empty_db)
     assert {"users", "committees", "firms", "audit_events"} <= tables
     assert diff == [], f"models and migrations disagree: {diff}"
     await asyncio.to_thread(command.downgrade, config, "base")
     tables, _ = await _inspect(empty_db)
     assert tables <= {"alembic_version"}
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.upgrade, config, "heads")
     tables, diff = await _inspect(empty_db)
     assert "users" in tables and diff == []

@@ -6,6 +6,9 @@ and writes an audit event in it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portal.accounts.models import Invitation, LoginThrottle, User, UserSession
+from portal.accounts.models import Invitation, LoginThrottle, PhoneCode, User, UserSession
 from portal.audit.service import record
 from portal.crypto import DataVault, derive_key, random_token, token_digest
 from portal.db import utcnow
@@ -526,4 +529,86 @@ async def revoke_invitation(db: AsyncSession, actor: User, invitation: Invitatio
         raise DomainError(_l("Only an open invitation can be withdrawn."))
     invitation.revoked_at = utcnow()
     record(db, actor.id, "invitation.revoke", "invitation", invitation.id)
+    await db.commit()
+
+
+# -- phone verification ---------------------------------------------------------------------
+
+PHONE_CODE_TTL = timedelta(minutes=10)
+PHONE_CODE_INTERVAL = timedelta(seconds=60)
+PHONE_CODE_MAX_ATTEMPTS = 5
+
+
+def _code_digest(settings: Settings, user_id: int, code: str) -> str:
+    key = derive_key(settings.secret_key, "jiefen/phone-code")
+    return hmac.new(key, f"{user_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+async def set_phone(db: AsyncSession, vault: DataVault, user: User, phone: str) -> None:
+    """Give or change the account's mobile number; it must be verified again."""
+    if user.phone_index == vault.blind_index("phone", phone):
+        return
+    await _check_contact_free(db, vault, phone, None)
+    _set_contact(vault, user, phone, None)
+    user.phone_verified_at = None
+    record(db, user.id, "user.phone_change", "user", user.id)
+    await db.commit()
+
+
+async def send_phone_code(db: AsyncSession, settings: Settings, user: User) -> None:
+    """Send a six-digit code by SMS (through the outbox), at most once a minute."""
+    from portal.notify.service import notify
+
+    if user.phone_index is None:
+        raise DomainError(_l("Add a mobile number first."), field="phone")
+    now = utcnow()
+    latest = await db.scalar(
+        select(PhoneCode).where(PhoneCode.user_id == user.id).order_by(PhoneCode.id.desc()).limit(1)
+    )
+    if latest is not None and now - latest.created_at < PHONE_CODE_INTERVAL:
+        wait = int((PHONE_CODE_INTERVAL - (now - latest.created_at)).total_seconds()) + 1
+        raise DomainError(
+            _l("A code was just sent. Wait {seconds} seconds before asking again.", seconds=wait),
+            field="code",
+        )
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    db.add(
+        PhoneCode(
+            user_id=user.id,
+            code_digest=_code_digest(settings, user.id, code),
+            expires_at=now + PHONE_CODE_TTL,
+        )
+    )
+    await notify(
+        db,
+        user.id,
+        _l("Verification code"),
+        _l("Your Jiefen verification code is {code}. It is valid for 10 minutes.", code=code),
+        channels=("sms",),
+    )
+    record(db, user.id, "user.phone_code_sent", "user", user.id)
+    await db.commit()
+
+
+async def verify_phone_code(db: AsyncSession, settings: Settings, user: User, code: str) -> None:
+    now = utcnow()
+    latest = await db.scalar(
+        select(PhoneCode)
+        .where(PhoneCode.user_id == user.id, PhoneCode.used_at.is_(None))
+        .order_by(PhoneCode.id.desc())
+        .limit(1)
+    )
+    if latest is None or latest.expires_at <= now:
+        raise DomainError(_l("The code has expired. Ask for a new one."), field="code")
+    if latest.attempts >= PHONE_CODE_MAX_ATTEMPTS:
+        raise DomainError(_l("Too many wrong codes. Ask for a new one."), field="code")
+    latest.attempts += 1
+    if not hmac.compare_digest(latest.code_digest, _code_digest(settings, user.id, code.strip())):
+        await db.commit()
+        raise DomainError(
+            _l("The code is wrong. Check the text message and try again."), field="code"
+        )
+    latest.used_at = now
+    user.phone_verified_at = now
+    record(db, user.id, "user.phone_verified", "user", user.id)
     await db.commit()

@@ -22,10 +22,13 @@ from portal.i18n import _l
 from portal.orgs import service as orgs
 from portal.policy import Role
 from portal.settings import SUPPORTED_LOCALES, Settings
+from portal.validators import ValidationError, clean_phone
 from portal.web import (
     LANG_COOKIE,
     TEXT_COOKIE,
+    Form,
     client_ip,
+    current_user,
     db_session,
     flash,
     read_form,
@@ -167,7 +170,7 @@ async def password(request: Request) -> Response:
         if form.validate():
             try:
                 async with db_session(request) as db:
-                    db.add(user)
+                    user = await current_user(request, db)
                     token = await service.change_password(
                         db,
                         user,
@@ -204,8 +207,9 @@ async def preferences(request: Request) -> Response:
     user = request.state.user
     if user is not None:
         async with db_session(request) as db:
-            db.add(user)
-            await service.set_preferences(db, user, locale=locale, large_text=large_text)
+            await service.set_preferences(
+                db, await current_user(request, db), locale=locale, large_text=large_text
+            )
     next_field = data.get("next")
     target = safe_next(next_field if isinstance(next_field, str) else None)
     response = redirect_to(request, target)
@@ -384,7 +388,49 @@ async def user_active(request: Request) -> Response:
     return flash(request, redirect(request, "accounts.users"), _l("Account updated."))
 
 
+async def phone(request: Request) -> Response:
+    """Add or change the mobile number and verify it with a code sent by text message."""
+    require(request, "view", ACCOUNT)
+    user: User = request.state.user
+    settings = _settings(request)
+    vault = request.app.state.vault
+    form = Form()
+    next_url = safe_next(request.query_params.get("next"), default="")
+    sent = False
+    if request.method == "POST":
+        data = await read_form(request)
+        form = Form(data)
+        next_url = safe_next(form.value("next") or None, default="")
+        try:
+            async with db_session(request) as db:
+                user = await current_user(request, db)
+                if form.value("action") == "send":
+                    phone_number = clean_phone(form.value("phone"))
+                    await service.set_phone(db, vault, user, phone_number)
+                    await service.send_phone_code(db, settings, user)
+                    sent = True
+                else:
+                    await service.verify_phone_code(db, settings, user, form.value("code"))
+                    message = _l("Your mobile number is verified.")
+                    response = redirect_to(
+                        request, next_url or str(request.app.url_path_for("accounts.profile"))
+                    )
+                    return flash(request, response, message)
+        except ValidationError as exc:
+            form.add_error("phone", exc.message)
+        except DomainError as exc:
+            form.add_error(exc.field or "code", exc.message)
+    contact = service.contact_of(vault, request.state.user)
+    return render(
+        request,
+        "accounts/phone.html",
+        {"form": form, "contact": contact, "sent": sent, "next": next_url},
+        status_code=400 if form.errors else 200,
+    )
+
+
 routes = [
+    Route("/account/phone", phone, methods=["GET", "POST"], name="accounts.phone"),
     Route("/accounts/register", register, methods=["GET", "POST"], name="accounts.register"),
     Route("/accounts/login", login, methods=["GET", "POST"], name="accounts.login"),
     Route("/accounts/logout", logout, methods=["POST"], name="accounts.logout"),

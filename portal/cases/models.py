@@ -1,0 +1,165 @@
+"""Cases: the dispute, its timeline, materials, numbering, per-committee rules, recusals."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.db import Base, utcnow
+
+SIMPLE_CATEGORIES = ["credit_card", "small_loan", "small_business_loan", "personal_business_loan"]
+
+
+class Case(Base):
+    """One dispute. Personal data of the claimant and agent is encrypted; see cases.service."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        Index("ix_cases_committee_status", "committee_id", "status"),
+        Index("ix_cases_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(24), unique=True)
+    committee_id: Mapped[int] = mapped_column(ForeignKey("committees.id"), index=True)
+    status: Mapped[str] = mapped_column(String(30), default="draft")
+    category: Mapped[str] = mapped_column(String(30), default="")
+    filer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # "self": the claimant files; "agent": someone files for the claimant with a power of attorney
+    filed_as: Mapped[str] = mapped_column(String(10), default="self")
+
+    claimant_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    claimant_name_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    claimant_id_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    claimant_id_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    claimant_phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    claimant_phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    agent_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    agent_phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    agent_phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    agent_org: Mapped[str] = mapped_column(String(120), default="")
+
+    respondent_firm_id: Mapped[int | None] = mapped_column(ForeignKey("firms.id"), index=True)
+    respondent_name: Mapped[str] = mapped_column(String(120), default="")
+    respondent_credit_code: Mapped[str | None] = mapped_column(String(18))
+
+    amount_fen: Mapped[int | None] = mapped_column(BigInteger)
+    outcomes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    facts: Mapped[str] = mapped_column(Text, default="")
+    incident_date: Mapped[date | None] = mapped_column()
+    eligibility: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    complexity: Mapped[str | None] = mapped_column(String(10))
+    triage_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    mediator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    requested_items: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    firm_response: Mapped[str | None] = mapped_column(String(10))
+    firm_offer_fen: Mapped[int | None] = mapped_column(BigInteger)
+    firm_terms: Mapped[str] = mapped_column(Text, default="")
+    firm_responded_at: Mapped[datetime | None] = mapped_column()
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+    firm_response_due: Mapped[date | None] = mapped_column(index=True)
+    close_due: Mapped[date | None] = mapped_column(index=True)
+    # The close clock stops while the claimant owes material.
+    paused_at: Mapped[datetime | None] = mapped_column()
+    paused_working_days: Mapped[int] = mapped_column(Integer, default=0)
+    filing_ip: Mapped[str] = mapped_column(String(45), default="")
+    # The wizard's first form carries a random key: submitting it twice opens one draft.
+    form_key: Mapped[str | None] = mapped_column(String(40), unique=True)
+
+
+class CaseEvent(Base):
+    """The timeline: transitions, messages, responses, assignments. Append-only."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(20))
+    from_status: Mapped[str | None] = mapped_column(String(30))
+    to_status: Mapped[str | None] = mapped_column(String(30))
+    body: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Who sees it besides staff and the mediator: "all", "claimant", "firm" or "staff" only.
+    visibility: Mapped[str] = mapped_column(String(10), default="all")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CaseMaterial(Base):
+    """A file attached to a case (identity proof, contract, power of attorney, requested…)."""
+
+    __tablename__ = "case_materials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CaseCounter(Base):
+    """The last case number used per committee and year (gap-free, locked while filing)."""
+
+    __tablename__ = "case_counters"
+
+    committee_id: Mapped[int] = mapped_column(ForeignKey("committees.id"), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CaseRules(Base):
+    """Per-committee triage rules (繁简分流) and deadlines in working days."""
+
+    __tablename__ = "case_rules"
+
+    committee_id: Mapped[int] = mapped_column(
+        ForeignKey("committees.id", ondelete="CASCADE"), primary_key=True
+    )
+    simple_max_amount_fen: Mapped[int] = mapped_column(BigInteger, default=5_000_000)
+    simple_categories: Mapped[list[str]] = mapped_column(JSON, default=lambda: SIMPLE_CATEGORIES)
+    agent_is_complex: Mapped[bool] = mapped_column(default=True)
+    firm_response_days: Mapped[int] = mapped_column(Integer, default=5)
+    simple_close_days: Mapped[int] = mapped_column(Integer, default=15)
+    complex_close_days: Mapped[int] = mapped_column(Integer, default=30)
+
+
+class RecusalRequest(Base):
+    """A party asks for another mediator; an administrator decides."""
+
+    __tablename__ = "recusal_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    mediator_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decision_note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,75 @@
+"""Who may see and act on a case. Transitions are further limited by cases.lifecycle."""
+
+from __future__ import annotations
+
+from portal.cases.models import Case
+from portal.policy import (
+    ACE,
+    ACL,
+    ALLOW,
+    AUTHENTICATED,
+    AclFunction,
+    Collection,
+    Role,
+    committee,
+    firm,
+    role,
+    user,
+)
+
+CASES = Collection("cases")
+CALENDAR = Collection("calendar")
+NOTIFICATIONS = Collection("notifications")
+
+
+def cases_acl(_: Collection) -> ACL:
+    return [
+        (ALLOW, role(Role.CONSUMER), ("list", "file")),
+        (ALLOW, role(Role.FIRM_REP), ("list", "file")),
+        (ALLOW, AUTHENTICATED, "list"),
+    ]
+
+
+def case_acl(case: Case) -> ACL:
+    filer = user(case.filer_id)
+    if case.status == "draft":
+        return [(ALLOW, filer, ("view", "edit", "upload", "view_identity"))]
+    acl: list[ACE] = [
+        (ALLOW, filer, ("view", "message", "upload", "recuse", "view_identity")),
+        (
+            ALLOW,
+            committee(case.committee_id, Role.COMMITTEE_ADMIN),
+            ("view", "review", "assign", "message", "upload", "view_identity"),
+        ),
+        (ALLOW, role(Role.PLATFORM_ADMIN), "view"),
+    ]
+    if case.mediator_id is not None:
+        acl.append((ALLOW, user(case.mediator_id), ("view", "message", "upload", "view_identity")))
+    if case.respondent_firm_id is not None:
+        acl.append(
+            (
+                ALLOW,
+                firm(case.respondent_firm_id, Role.FIRM_REP),
+                ("view", "respond", "message", "upload", "recuse"),
+            )
+        )
+    return acl
+
+
+def calendar_acl(_: Collection) -> ACL:
+    return [
+        (ALLOW, role(Role.PLATFORM_ADMIN), ("view", "edit")),
+        (ALLOW, role(Role.COMMITTEE_ADMIN), ("view", "edit")),
+    ]
+
+
+def notifications_acl(_: Collection) -> ACL:
+    return [(ALLOW, AUTHENTICATED, "view")]
+
+
+RULES: dict[type | Collection, AclFunction] = {
+    CASES: cases_acl,
+    Case: case_acl,
+    CALENDAR: calendar_acl,
+    NOTIFICATIONS: notifications_acl,
+}

@@ -1,0 +1,1264 @@
+"""Cases: filing, review, triage, assignment, firm response, messages, listing.
+
+Every user-visible change is one function here. Each writes a timeline event (and an audit
+event) in its own transaction and queues notifications in the same transaction (the outbox), so
+people are told only about changes that committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portal.accounts.models import User
+from portal.audit.service import record
+from portal.cases.lifecycle import (
+    OPEN_STATUSES,
+    STATUS_LABELS,
+    Party,
+    Status,
+    Transition,
+    available,
+    transition_for,
+)
+from portal.cases.models import (
+    Case,
+    CaseCounter,
+    CaseEvent,
+    CaseMaterial,
+    CaseRules,
+    RecusalRequest,
+)
+from portal.crypto import DataVault
+from portal.db import utcnow
+from portal.errors import DomainError, NotFound
+from portal.i18n import Msg, _l, format_money
+from portal.notify.service import notify
+from portal.orgs.categories import CATEGORIES
+from portal.orgs.models import Committee, Firm, MediatorProfile
+from portal.policy import Identity, Role
+from portal.workdays.service import WorkCalendar, load_calendar
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+OUTCOMES: dict[str, Msg] = {
+    "refund": _l("Refund"),
+    "compensation": _l("Compensation"),
+    "waiver": _l("Waiver of fees or interest"),
+    "instalments": _l("Instalment plan"),
+    "apology": _l("Apology"),
+    "other": _l("Other outcome"),
+}
+
+ELIGIBILITY_QUESTIONS: dict[str, Msg] = {
+    "in_court": _l("Is this dispute already before a court?"),
+    "in_arbitration": _l("Is it already before an arbitration body?"),
+    "other_mediator": _l("Is another mediation organisation already handling it?"),
+    "has_decision": _l("Is there already an effective agreement, award or judgment on it?"),
+    "settled": _l("Was it already settled, and the settlement carried out?"),
+}
+
+ELIGIBILITY_ADVICE: dict[str, Msg] = {
+    "in_court": _l(
+        "A dispute already before a court is handled there. You can ask the court about "
+        "court-referred mediation (委派调解)."
+    ),
+    "in_arbitration": _l("A dispute already before an arbitration body is decided there."),
+    "other_mediator": _l(
+        "Another organisation is already mediating this dispute. Wait for its result; if it "
+        "fails, you may file here."
+    ),
+    "has_decision": _l(
+        "An effective judgment, arbitral award or judicially confirmed agreement already "
+        "exists. If it is not carried out, you can apply to the court for enforcement."
+    ),
+    "settled": _l("A dispute that was settled and carried out cannot be mediated again."),
+}
+
+MATERIAL_KINDS: dict[str, Msg] = {
+    "identity": _l("Identity proof"),
+    "contract": _l("Key contract or receipt"),
+    "power_of_attorney": _l("Power of attorney"),
+    "requested": _l("Requested material"),
+    "other": _l("Other material"),
+}
+
+PERSONAL_MATERIALS = frozenset({"identity", "power_of_attorney"})
+
+REQUESTABLE_ITEMS: dict[str, Msg] = {
+    "identity": _l("A clearer copy of the identity proof"),
+    "contract": _l("The contract, receipt or order"),
+    "payment_records": _l("Payment or transfer records"),
+    "communications": _l("Chat records, emails or call recordings with the firm"),
+    "power_of_attorney": _l("A signed power of attorney"),
+    "other": _l("Other material described in the note"),
+}
+
+RESPONSES: dict[str, Msg] = {
+    "agree": _l("Agrees to mediate"),
+    "propose": _l("Proposes a settlement"),
+    "decline": _l("Declines to mediate"),
+}
+
+
+# -- who is who -----------------------------------------------------------------------------
+
+
+def parties_of(case: Case, who: Identity) -> set[Party]:
+    found: set[Party] = set()
+    if who.user_id is None:
+        return found
+    if who.user_id == case.filer_id:
+        found.add(Party.CLAIMANT)
+    if who.role == Role.COMMITTEE_ADMIN and who.committee_id == case.committee_id:
+        found.add(Party.STAFF)
+    if case.mediator_id is not None and who.user_id == case.mediator_id:
+        found.add(Party.MEDIATOR)
+    if (
+        who.role == Role.FIRM_REP
+        and case.respondent_firm_id is not None
+        and who.firm_id == case.respondent_firm_id
+        and case.status != Status.DRAFT
+    ):
+        found.add(Party.RESPONDENT)
+    return found
+
+
+def actions_for(case: Case, who: Identity) -> list[Transition]:
+    return available(Status(case.status), parties_of(case, who))
+
+
+def today_in_china(now: datetime | None = None) -> date:
+    return (now or utcnow()).astimezone(TZ).date()
+
+
+async def _committee_staff(db: AsyncSession, committee_id: int) -> list[int]:
+    rows = await db.scalars(
+        select(User.id).where(
+            User.committee_id == committee_id,
+            User.role == Role.COMMITTEE_ADMIN.value,
+            User.is_active.is_(True),
+        )
+    )
+    return list(rows)
+
+
+async def _firm_reps(db: AsyncSession, firm_id: int | None) -> list[int]:
+    if firm_id is None:
+        return []
+    rows = await db.scalars(
+        select(User.id).where(
+            User.firm_id == firm_id, User.role == Role.FIRM_REP.value, User.is_active.is_(True)
+        )
+    )
+    return list(rows)
+
+
+async def _tell(
+    db: AsyncSession,
+    user_ids: Sequence[int | None],
+    case: Case,
+    title: Msg,
+    body: Msg,
+    skip: int | None = None,
+) -> None:
+    for user_id in dict.fromkeys(user_ids):
+        if user_id is not None and user_id != skip:
+            await notify(db, user_id, title, body, link=f"/cases/{case.id}")
+
+
+def _event(
+    db: AsyncSession,
+    case: Case,
+    actor_id: int | None,
+    kind: str,
+    *,
+    before: str | None = None,
+    after: str | None = None,
+    body: str = "",
+    visibility: str = "all",
+    **data: Any,
+) -> CaseEvent:
+    event = CaseEvent(
+        case_id=case.id,
+        actor_id=actor_id,
+        kind=kind,
+        from_status=before,
+        to_status=after,
+        body=body,
+        visibility=visibility,
+        data=data,
+    )
+    db.add(event)
+    return event
+
+
+def _move(
+    db: AsyncSession, case: Case, actor: User, transition: Transition, reason: str = "", **data: Any
+) -> None:
+    """Apply a transition the caller has checked: status, timeline and audit together."""
+    before = case.status
+    case.status = transition.target.value
+    case.updated_at = utcnow()
+    _event(
+        db,
+        case,
+        actor.id,
+        "transition",
+        before=before,
+        after=case.status,
+        body=reason.strip(),
+        transition=transition.name,
+        **data,
+    )
+    record(db, actor.id, f"case.{transition.name}", "case", case.id, **{"from": before})
+
+
+def _check(case: Case, who: Identity, name: str, reason: str = "") -> Transition:
+    return transition_for(name, Status(case.status), parties_of(case, who), reason)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+async def get_case(db: AsyncSession, case_id: int) -> Case:
+    case = await db.get(Case, case_id)
+    if case is None:
+        raise NotFound
+    return case
+
+
+@dataclass
+class ClaimantView:
+    """The claimant's and agent's personal data, decrypted for people allowed to see it."""
+
+    name: str = ""
+    id_number: str = ""
+    phone: str = ""
+    agent_name: str = ""
+    agent_phone: str = ""
+
+    @property
+    def id_masked(self) -> str:
+        from portal.validators import mask_resident_id
+
+        return mask_resident_id(self.id_number) if self.id_number else ""
+
+    @property
+    def phone_masked(self) -> str:
+        from portal.accounts.service import mask_phone
+
+        return mask_phone(self.phone) if self.phone else ""
+
+
+def claimant_of(vault: DataVault, case: Case) -> ClaimantView:
+    def dec(blob: bytes | None, context: str) -> str:
+        return vault.decrypt(blob, context) if blob else ""
+
+    return ClaimantView(
+        name=dec(case.claimant_name_enc, "cases.claimant_name"),
+        id_number=dec(case.claimant_id_enc, "cases.claimant_id"),
+        phone=dec(case.claimant_phone_enc, "cases.claimant_phone"),
+        agent_name=dec(case.agent_name_enc, "cases.agent_name"),
+        agent_phone=dec(case.agent_phone_enc, "cases.agent_phone"),
+    )
+
+
+async def timeline(db: AsyncSession, case: Case, who: Identity) -> list[CaseEvent]:
+    parties = parties_of(case, who)
+    query = select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
+    events = list(await db.scalars(query))
+    if parties & {Party.STAFF, Party.MEDIATOR} or who.role == Role.PLATFORM_ADMIN:
+        return events
+    allowed = {"all"}
+    if Party.CLAIMANT in parties:
+        allowed.add("claimant")
+    if Party.RESPONDENT in parties:
+        allowed.add("firm")
+    return [e for e in events if e.visibility in allowed]
+
+
+async def materials(db: AsyncSession, case: Case) -> list[CaseMaterial]:
+    return list(
+        await db.scalars(
+            select(CaseMaterial).where(CaseMaterial.case_id == case.id).order_by(CaseMaterial.id)
+        )
+    )
+
+
+async def rules_for(db: AsyncSession, committee_id: int) -> CaseRules:
+    rules = await db.get(CaseRules, committee_id)
+    return rules or CaseRules(
+        committee_id=committee_id,
+        simple_max_amount_fen=5_000_000,
+        simple_categories=[
+            "credit_card",
+            "small_loan",
+            "small_business_loan",
+            "personal_business_loan",
+        ],
+        agent_is_complex=True,
+        firm_response_days=5,
+        simple_close_days=15,
+        complex_close_days=30,
+    )
+
+
+# -- filing ---------------------------------------------------------------------------------
+
+
+async def route_committee(db: AsyncSession, category: str, region: str = "") -> Committee:
+    """The committee that takes this category, preferring one whose region matches."""
+    committees = list(await db.scalars(select(Committee).order_by(Committee.id)))
+    takers = [c for c in committees if category in (c.categories or [])]
+    if not takers:
+        raise DomainError(
+            _l("No committee takes disputes of this kind yet. Choose another category."),
+            field="category",
+        )
+    if region:
+        for committee in takers:
+            if region in committee.region or committee.region in region:
+                return committee
+    return takers[0]
+
+
+async def start_draft(
+    db: AsyncSession,
+    filer: User,
+    *,
+    category: str,
+    region: str,
+    firm_id: int | None,
+    respondent_name: str,
+    respondent_credit_code: str | None,
+    form_key: str,
+    ip: str,
+) -> Case:
+    """Step one of the wizard: what kind of dispute, against whom. Idempotent per form."""
+    existing = await db.scalar(select(Case).where(Case.form_key == form_key))
+    if existing is not None:
+        if existing.filer_id != filer.id:
+            raise NotFound
+        return existing
+    if category not in CATEGORIES:
+        raise DomainError(_l("Choose one of the options."), field="category")
+    committee = await route_committee(db, category, region)
+    firm = await db.get(Firm, firm_id) if firm_id else None
+    if firm_id and firm is None:
+        raise DomainError(_l("Choose one of the options."), field="firm_id")
+    if firm is None and not respondent_name:
+        raise DomainError(
+            _l("Choose the firm, or give the name of a firm that is not listed."),
+            field="respondent_name",
+        )
+    if firm is None and respondent_credit_code:
+        # A registered firm typed by hand is linked to its record.
+        firm = await db.scalar(select(Firm).where(Firm.credit_code == respondent_credit_code))
+    case = Case(
+        committee_id=committee.id,
+        filer_id=filer.id,
+        category=category,
+        respondent_firm_id=firm.id if firm else None,
+        respondent_name=firm.name if firm else respondent_name,
+        respondent_credit_code=firm.credit_code if firm else respondent_credit_code,
+        form_key=form_key,
+        filing_ip=ip[:45],
+        filed_as="self",
+    )
+    db.add(case)
+    await db.flush()
+    _event(db, case, filer.id, "transition", after=Status.DRAFT.value, transition="create")
+    record(db, filer.id, "case.create", "case", case.id, category=category)
+    await db.commit()
+    return case
+
+
+def _require_draft(case: Case, who: Identity) -> None:
+    if Party.CLAIMANT not in parties_of(case, who):
+        raise NotFound
+    if case.status != Status.DRAFT:
+        raise DomainError(_l("This case has been submitted and can no longer be edited."))
+
+
+async def save_claimant(
+    db: AsyncSession,
+    vault: DataVault,
+    case: Case,
+    filer: User,
+    *,
+    filed_as: str,
+    name: str,
+    id_number: str,
+    agent_name: str = "",
+    agent_phone: str = "",
+    agent_org: str = "",
+    claimant_phone: str = "",
+) -> None:
+    who = Identity(user_id=filer.id, role=Role(filer.role))
+    _require_draft(case, who)
+    case.filed_as = filed_as
+    case.claimant_name_enc = vault.encrypt(name, "cases.claimant_name")
+    case.claimant_name_index = vault.blind_index("person_name", name)
+    case.claimant_id_enc = vault.encrypt(id_number, "cases.claimant_id")
+    case.claimant_id_index = vault.blind_index("resident_id", id_number)
+    if claimant_phone:
+        case.claimant_phone_enc = vault.encrypt(claimant_phone, "cases.claimant_phone")
+        case.claimant_phone_index = vault.blind_index("phone", claimant_phone)
+    if filed_as == "agent":
+        case.agent_name_enc = vault.encrypt(agent_name, "cases.agent_name")
+        case.agent_phone_enc = vault.encrypt(agent_phone, "cases.agent_phone")
+        case.agent_phone_index = vault.blind_index("phone", agent_phone)
+        case.agent_org = agent_org
+    else:
+        case.agent_name_enc = case.agent_phone_enc = case.agent_phone_index = None
+        case.agent_org = ""
+    case.updated_at = utcnow()
+    record(db, filer.id, "case.edit", "case", case.id, step="claimant", filed_as=filed_as)
+    await db.commit()
+
+
+async def save_claims(
+    db: AsyncSession,
+    case: Case,
+    filer: User,
+    *,
+    amount_fen: int,
+    outcomes: list[str],
+    facts: str,
+    incident_date: date | None,
+) -> None:
+    _require_draft(case, Identity(user_id=filer.id, role=Role(filer.role)))
+    if not outcomes or any(o not in OUTCOMES for o in outcomes):
+        raise DomainError(_l("Choose at least one outcome you ask for."), field="outcomes")
+    case.amount_fen, case.outcomes, case.facts = amount_fen, outcomes, facts
+    case.incident_date = incident_date
+    case.updated_at = utcnow()
+    record(db, filer.id, "case.edit", "case", case.id, step="claims")
+    await db.commit()
+
+
+def ineligible_reasons(case: Case) -> list[str]:
+    return [key for key in ELIGIBILITY_QUESTIONS if case.eligibility.get(key) is True]
+
+
+async def save_eligibility(
+    db: AsyncSession, case: Case, filer: User, answers: dict[str, bool]
+) -> list[str]:
+    """Record the declarations; return the exclusions that apply (empty: eligible)."""
+    _require_draft(case, Identity(user_id=filer.id, role=Role(filer.role)))
+    if set(answers) != set(ELIGIBILITY_QUESTIONS):
+        raise DomainError(_l("Answer every question."), field="eligibility")
+    case.eligibility = dict(answers)
+    case.updated_at = utcnow()
+    record(db, filer.id, "case.edit", "case", case.id, step="eligibility")
+    await db.commit()
+    return ineligible_reasons(case)
+
+
+async def add_material(
+    db: AsyncSession,
+    case: Case,
+    actor: User,
+    *,
+    kind: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+) -> CaseMaterial:
+    if kind not in MATERIAL_KINDS:
+        raise DomainError(_l("Choose one of the options."), field="kind")
+    material = CaseMaterial(
+        case_id=case.id,
+        kind=kind,
+        filename=filename,
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        uploaded_by_id=actor.id,
+    )
+    db.add(material)
+    await db.flush()
+    if case.status != Status.DRAFT:
+        _event(
+            db,
+            case,
+            actor.id,
+            "material",
+            body=filename,
+            visibility="all",
+            kind_=kind,
+            material_id=material.id,
+        )
+    record(db, actor.id, "case.material_add", "case", case.id, material=material.id, kind=kind)
+    await db.commit()
+    return material
+
+
+async def remove_material(db: AsyncSession, case: Case, actor: User, material_id: int) -> str:
+    """Remove a material from a draft; returns its sha256 so storage can drop the blob."""
+    _require_draft(case, Identity(user_id=actor.id, role=Role(actor.role)))
+    material = await db.get(CaseMaterial, material_id)
+    if material is None or material.case_id != case.id:
+        raise NotFound
+    await db.delete(material)
+    record(db, actor.id, "case.material_remove", "case", case.id, material=material_id)
+    await db.commit()
+    return material.sha256
+
+
+def missing_for_submission(case: Case, kinds: set[str], filer: User) -> list[Msg]:
+    """What still stops this draft from being submitted, in words for the filer."""
+    missing: list[Msg] = []
+    if not case.category or (not case.respondent_firm_id and not case.respondent_name):
+        missing.append(_l("The dispute's category and the firm"))
+    if not case.claimant_name_enc or not case.claimant_id_enc:
+        missing.append(_l("The claimant's name and ID number"))
+    if not case.amount_fen or not case.facts or not case.outcomes:
+        missing.append(_l("The amount, the outcome asked for and the facts"))
+    if set(case.eligibility) != set(ELIGIBILITY_QUESTIONS):
+        missing.append(_l("The answers about courts, arbitration and earlier settlements"))
+    elif ineligible_reasons(case):
+        missing.append(_l("This dispute cannot be mediated here (see the answers above)"))
+    if "identity" not in kinds:
+        missing.append(_l("Identity proof"))
+    if "contract" not in kinds:
+        missing.append(_l("Key contract or receipt"))
+    if case.filed_as == "agent" and "power_of_attorney" not in kinds:
+        missing.append(_l("Power of attorney"))
+    if filer.phone_index is None or filer.phone_verified_at is None:
+        missing.append(_l("A verified mobile number on your account"))
+    return missing
+
+
+async def likely_duplicate(db: AsyncSession, case: Case) -> Case | None:
+    """An open case of the same claimant against the same firm."""
+    if case.claimant_id_index is None:
+        return None
+    same_firm = (
+        Case.respondent_firm_id == case.respondent_firm_id
+        if case.respondent_firm_id is not None
+        else Case.respondent_credit_code == case.respondent_credit_code
+        if case.respondent_credit_code
+        else Case.respondent_name == case.respondent_name
+    )
+    return await db.scalar(
+        select(Case)
+        .where(
+            Case.id != case.id,
+            Case.claimant_id_index == case.claimant_id_index,
+            Case.status.in_([s.value for s in OPEN_STATUSES]),
+            same_firm,
+        )
+        .order_by(Case.id)
+        .limit(1)
+    )
+
+
+async def next_case_number(db: AsyncSession, committee: Committee, year: int) -> str:
+    """PT-2026-000123: gap-free per committee and year.
+
+    The counter row is updated (and so locked on PostgreSQL) inside the filing transaction: a
+    concurrent filing waits for it, and a filing that rolls back gives its number back.
+    """
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await db.execute(
+        insert(CaseCounter)
+        .values(committee_id=committee.id, year=year, last=0)
+        .on_conflict_do_nothing(index_elements=["committee_id", "year"])
+    )
+    number = await db.scalar(
+        update(CaseCounter)
+        .where(CaseCounter.committee_id == committee.id, CaseCounter.year == year)
+        .values(last=CaseCounter.last + 1)
+        .returning(CaseCounter.last)
+    )
+    assert number is not None
+    return f"{committee.case_prefix}-{year}-{number:06d}"
+
+
+async def submit_case(db: AsyncSession, vault: DataVault, case: Case, filer: User) -> Case:
+    who = Identity(user_id=filer.id, role=Role(filer.role))
+    transition = _check(case, who, "submit")
+    kinds = {m.kind for m in await materials(db, case)}
+    missing = missing_for_submission(case, kinds, filer)
+    if missing:
+        raise DomainError(_l("Some required parts are missing; see the list on this page."))
+    committee = await db.get(Committee, case.committee_id)
+    assert committee is not None
+    now = utcnow()
+    case.number = await next_case_number(db, committee, today_in_china(now).year)
+    if case.filed_as == "self" and filer.phone_enc is not None:
+        case.claimant_phone_enc = vault.encrypt(
+            vault.decrypt(filer.phone_enc, "users.phone"), "cases.claimant_phone"
+        )
+        case.claimant_phone_index = filer.phone_index
+    duplicate = await likely_duplicate(db, case)
+    case.duplicate_of_id = duplicate.id if duplicate else None
+    case.submitted_at = now
+    _move(db, case, filer, transition, number=case.number)
+    await _tell(
+        db,
+        await _committee_staff(db, case.committee_id),
+        case,
+        _l("New filing {number}"),
+        _l("A new dispute {number} is waiting for review.", number=case.number),
+    )
+    await notify(
+        db,
+        filer.id,
+        _l("Case {number} submitted", number=case.number),
+        _l(
+            "We received your application {number}. The committee will review it and tell you "
+            "the result.",
+            number=case.number,
+        ),
+        link=f"/cases/{case.id}",
+    )
+    await db.commit()
+    return case
+
+
+# -- review ---------------------------------------------------------------------------------
+
+
+def triage(case: Case, rules: CaseRules) -> tuple[str, list[list[Any]]]:
+    """Simple or complex (繁简分流), with the reasons a person can read."""
+    reasons: list[list[Any]] = []
+    limit = rules.simple_max_amount_fen
+    if case.amount_fen is not None and case.amount_fen > limit:
+        reasons.append(
+            [
+                "The amount {amount} is above the simple-case limit of {limit}.",
+                {"amount": format_money(case.amount_fen), "limit": format_money(limit)},
+            ]
+        )
+    if case.category not in rules.simple_categories:
+        reasons.append(["This category of dispute is handled as complex.", {}])
+    if rules.agent_is_complex and case.filed_as == "agent":
+        reasons.append(["The case was filed by an agent.", {}])
+    if reasons:
+        return "complex", reasons
+    return "simple", [
+        [
+            "Amount within the limit of {limit}, a category handled in bulk, filed by the claimant.",  # noqa: E501
+            {"limit": format_money(limit)},
+        ]
+    ]
+
+
+TRIAGE_MESSAGES = [
+    _l("The amount {amount} is above the simple-case limit of {limit}."),
+    _l("This category of dispute is handled as complex."),
+    _l("The case was filed by an agent."),
+    _l("Amount within the limit of {limit}, a category handled in bulk, filed by the claimant."),
+]
+
+
+async def _calendar(db: AsyncSession) -> WorkCalendar:
+    return await load_calendar(db)
+
+
+async def accept_case(db: AsyncSession, case: Case, actor: User) -> Case:
+    transition = _check(case, _identity(actor), "accept")
+    rules = await rules_for(db, case.committee_id)
+    calendar = await _calendar(db)
+    today = today_in_china()
+    case.complexity, case.triage_reasons = triage(case, rules)
+    case.accepted_at = utcnow()
+    case.firm_response_due = calendar.add_working_days(today, rules.firm_response_days)
+    days = rules.simple_close_days if case.complexity == "simple" else rules.complex_close_days
+    case.close_due = calendar.add_working_days(today, days)
+    _move(db, case, actor, transition, complexity=case.complexity)
+    number = case.number or ""
+    await notify(
+        db,
+        case.filer_id,
+        _l("Case {number} accepted", number=number),
+        _l(
+            "The committee accepted your case {number}. The firm is asked to answer by {due}.",
+            number=number,
+            due=case.firm_response_due.isoformat(),
+        ),
+        link=f"/cases/{case.id}",
+    )
+    await _tell(
+        db,
+        await _firm_reps(db, case.respondent_firm_id),
+        case,
+        _l("New complaint {number}", number=number),
+        _l(
+            "A complaint {number} against your firm was accepted for mediation. Please answer "
+            "by {due}.",
+            number=number,
+            due=case.firm_response_due.isoformat(),
+        ),
+    )
+    await db.commit()
+    return case
+
+
+async def reject_case(
+    db: AsyncSession, case: Case, actor: User, reason: str, *, ineligible: bool = False
+) -> Case:
+    name = "mark_ineligible" if ineligible else "reject"
+    transition = _check(case, _identity(actor), name, reason)
+    case.closed_at = utcnow()
+    _move(db, case, actor, transition, reason)
+    number = case.number or ""
+    await notify(
+        db,
+        case.filer_id,
+        _l("Case {number} not accepted", number=number),
+        _l("Your case {number} was not accepted. Reason: {reason}", number=number, reason=reason),
+        link=f"/cases/{case.id}",
+    )
+    await db.commit()
+    return case
+
+
+async def request_material(
+    db: AsyncSession, case: Case, actor: User, items: list[str], note: str
+) -> Case:
+    """Ask the claimant for named material. Before acceptance this is the needs_info step;
+    afterwards the close clock stops until the material arrives."""
+    if not items or any(i not in REQUESTABLE_ITEMS for i in items):
+        raise DomainError(_l("Choose what the claimant should provide."), field="items")
+    if "other" in items and not note.strip():
+        raise DomainError(_l("Describe the other material in the note."), field="reason")
+    who = _identity(actor)
+    if case.status == Status.SUBMITTED:
+        transition = _check(case, who, "request_info", note or "-")
+        case.requested_items = items
+        _move(db, case, actor, transition, note, items=items)
+    else:
+        parties = parties_of(case, who)
+        if not parties & {Party.STAFF, Party.MEDIATOR} or case.status not in (
+            Status.ACCEPTED,
+            Status.ASSIGNED,
+            Status.IN_MEDIATION,
+        ):
+            raise DomainError(_l("This action is not possible in the case's current state."))
+        case.requested_items = items
+        case.paused_at = case.paused_at or utcnow()
+        _event(db, case, actor.id, "request", body=note, visibility="claimant", items=items)
+        record(db, actor.id, "case.request_material", "case", case.id, items=items)
+    number = case.number or ""
+    await notify(
+        db,
+        case.filer_id,
+        _l("Material needed for case {number}", number=number),
+        _l(
+            "The committee asks for more material for case {number}. Open the case to see what "
+            "is needed.",
+            number=number,
+        ),
+        link=f"/cases/{case.id}",
+    )
+    await db.commit()
+    return case
+
+
+async def provide_material(db: AsyncSession, case: Case, actor: User, note: str = "") -> Case:
+    """The claimant says the requested material is uploaded; the clock runs again."""
+    who = _identity(actor)
+    if Party.CLAIMANT not in parties_of(case, who) or not case.requested_items:
+        raise DomainError(_l("This action is not possible in the case's current state."))
+    if case.status == Status.NEEDS_INFO:
+        transition = _check(case, who, "provide_info")
+        _move(db, case, actor, transition, note, items=case.requested_items)
+    else:
+        _event(db, case, actor.id, "provided", body=note, visibility="claimant")
+        record(db, actor.id, "case.provide_material", "case", case.id)
+    if case.paused_at is not None:
+        calendar = await _calendar(db)
+        paused = calendar.working_days_between(today_in_china(case.paused_at), today_in_china())
+        case.paused_working_days += paused
+        if case.close_due is not None and paused:
+            case.close_due = calendar.add_working_days(case.close_due, paused)
+        case.paused_at = None
+    case.requested_items = []
+    await _tell(
+        db,
+        [*await _committee_staff(db, case.committee_id), case.mediator_id],
+        case,
+        _l("Material received for {number}", number=case.number or ""),
+        _l(
+            "The claimant has sent the material requested for case {number}.",
+            number=case.number or "",
+        ),
+    )
+    await db.commit()
+    return case
+
+
+# -- assignment -----------------------------------------------------------------------------
+
+
+@dataclass
+class Suggestion:
+    mediator: User
+    profile: MediatorProfile
+    open_cases: int
+    score: float
+    reasons: list[Msg] = field(default_factory=list)
+    excluded: Msg | None = None
+
+
+GRADE_POINTS = {"senior": 2.0, "intermediate": 1.0, "junior": 0.0}
+
+
+async def suggest_mediators(db: AsyncSession, case: Case) -> list[Suggestion]:
+    """Mediators of the case's committee ranked by specialty, grade and open caseload; a
+    declared tie to the respondent firm excludes."""
+    rows = await db.execute(
+        select(User, MediatorProfile)
+        .join(MediatorProfile, MediatorProfile.user_id == User.id)
+        .where(
+            User.committee_id == case.committee_id,
+            User.role == Role.MEDIATOR.value,
+            User.is_active.is_(True),
+        )
+    )
+    counted = await db.execute(
+        select(Case.mediator_id, func.count(Case.id))
+        .where(Case.mediator_id.is_not(None), Case.status.in_([s.value for s in OPEN_STATUSES]))
+        .group_by(Case.mediator_id)
+    )
+    loads: dict[int, int] = {m: n for m, n in counted if m is not None}
+    suggestions = []
+    for mediator, profile in rows:
+        open_cases = int(loads.get(mediator.id, 0))
+        score = 0.0
+        reasons: list[Msg] = []
+        if case.category in profile.specialties:
+            score += 3
+            reasons.append(_l("Specialises in this category"))
+        grade_weight = 1.5 if case.complexity == "complex" else 0.5
+        score += GRADE_POINTS.get(profile.grade, 0) * grade_weight
+        score -= open_cases * 0.25
+        reasons.append(_l("Open cases: {count}", count=open_cases))
+        excluded = None
+        if case.respondent_firm_id is not None and any(
+            t.firm_id == case.respondent_firm_id for t in profile.ties
+        ):
+            excluded = _l("Declared a tie to the respondent firm")
+        suggestions.append(Suggestion(mediator, profile, open_cases, score, reasons, excluded))
+    suggestions.sort(key=lambda s: (s.excluded is not None, -s.score, s.open_cases, s.mediator.id))
+    return suggestions
+
+
+async def assign_mediator(
+    db: AsyncSession, case: Case, actor: User, mediator_id: int, note: str = ""
+) -> Case:
+    who = _identity(actor)
+    options = {s.mediator.id: s for s in await suggest_mediators(db, case)}
+    chosen = options.get(mediator_id)
+    if chosen is None:
+        raise DomainError(_l("Choose a mediator of this committee."), field="mediator_id")
+    if chosen.excluded is not None:
+        raise DomainError(
+            _l("This mediator has declared a tie to the firm and cannot take the case."),
+            field="mediator_id",
+        )
+    previous = case.mediator_id
+    if case.status == Status.ACCEPTED:
+        transition = _check(case, who, "assign")
+        case.mediator_id = mediator_id
+        _move(db, case, actor, transition, note, mediator_id=mediator_id)
+    elif Party.STAFF in parties_of(case, who) and case.status in (
+        Status.ASSIGNED,
+        Status.IN_MEDIATION,
+    ):
+        case.mediator_id = mediator_id
+        _event(
+            db, case, actor.id, "assignment", body=note, mediator_id=mediator_id, previous=previous
+        )
+        record(db, actor.id, "case.reassign", "case", case.id, mediator=mediator_id)
+    else:
+        raise DomainError(_l("This action is not possible in the case's current state."))
+    overridden = next(iter(options)) != mediator_id
+    if overridden:
+        record(db, actor.id, "case.assign_override", "case", case.id, mediator=mediator_id)
+    number = case.number or ""
+    await notify(
+        db,
+        mediator_id,
+        _l("Case {number} assigned to you", number=number),
+        _l("You are the mediator of case {number}.", number=number),
+        link=f"/cases/{case.id}",
+    )
+    await _tell(
+        db,
+        [case.filer_id, *await _firm_reps(db, case.respondent_firm_id)],
+        case,
+        _l("Mediator for case {number}", number=number),
+        _l(
+            "{name} is the mediator of case {number}.",
+            name=chosen.mediator.display_name,
+            number=number,
+        ),
+    )
+    await db.commit()
+    return case
+
+
+async def request_recusal(db: AsyncSession, case: Case, actor: User, reason: str) -> RecusalRequest:
+    who = _identity(actor)
+    if not parties_of(case, who) & {Party.CLAIMANT, Party.RESPONDENT} or case.mediator_id is None:
+        raise DomainError(_l("This action is not possible in the case's current state."))
+    if not reason.strip():
+        raise DomainError(_l("Give a reason."), field="reason")
+    pending = await db.scalar(
+        select(RecusalRequest).where(
+            RecusalRequest.case_id == case.id, RecusalRequest.status == "pending"
+        )
+    )
+    if pending is not None:
+        raise DomainError(_l("A request for another mediator is already waiting for a decision."))
+    request = RecusalRequest(
+        case_id=case.id,
+        requested_by_id=actor.id,
+        mediator_id=case.mediator_id,
+        reason=reason.strip(),
+    )
+    db.add(request)
+    await db.flush()
+    _event(
+        db,
+        case,
+        actor.id,
+        "recusal",
+        body=reason.strip(),
+        visibility="staff",
+        request_id=request.id,
+    )
+    record(db, actor.id, "case.recusal_request", "case", case.id, request=request.id)
+    await _tell(
+        db,
+        await _committee_staff(db, case.committee_id),
+        case,
+        _l("Recusal requested on {number}", number=case.number or ""),
+        _l("A party asks for another mediator on case {number}.", number=case.number or ""),
+    )
+    await db.commit()
+    return request
+
+
+async def pending_recusal(db: AsyncSession, case: Case) -> RecusalRequest | None:
+    return await db.scalar(
+        select(RecusalRequest).where(
+            RecusalRequest.case_id == case.id, RecusalRequest.status == "pending"
+        )
+    )
+
+
+async def decide_recusal(
+    db: AsyncSession,
+    case: Case,
+    actor: User,
+    *,
+    grant: bool,
+    note: str,
+    new_mediator_id: int | None,
+) -> None:
+    if Party.STAFF not in parties_of(case, _identity(actor)):
+        raise NotFound
+    request = await pending_recusal(db, case)
+    if request is None:
+        raise DomainError(_l("There is no request waiting for a decision."))
+    if grant and (new_mediator_id is None or new_mediator_id == request.mediator_id):
+        raise DomainError(_l("Choose another mediator to take over."), field="mediator_id")
+    request.status = "granted" if grant else "refused"
+    request.decided_by_id, request.decided_at, request.decision_note = actor.id, utcnow(), note
+    _event(db, case, actor.id, "recusal_decision", body=note, granted=grant, request_id=request.id)
+    record(db, actor.id, "case.recusal_decide", "case", case.id, granted=grant)
+    await notify(
+        db,
+        request.requested_by_id,
+        _l("Decision on your request for case {number}", number=case.number or ""),
+        _l("Your request for another mediator was granted.")
+        if grant
+        else _l(
+            "Your request for another mediator was refused. Reason: {reason}", reason=note or "-"
+        ),
+        link=f"/cases/{case.id}",
+    )
+    if grant:
+        assert new_mediator_id is not None
+        await assign_mediator(db, case, actor, new_mediator_id, note)
+    else:
+        await db.commit()
+
+
+# -- the firm's answer, mediation outcome, messages -------------------------------------------
+
+
+async def respond_as_firm(
+    db: AsyncSession,
+    case: Case,
+    actor: User,
+    *,
+    kind: str,
+    offer_fen: int | None,
+    terms: str,
+) -> Case:
+    if Party.RESPONDENT not in parties_of(case, _identity(actor)):
+        raise NotFound
+    if case.status not in (Status.ACCEPTED, Status.ASSIGNED, Status.IN_MEDIATION):
+        raise DomainError(_l("This action is not possible in the case's current state."))
+    if kind not in RESPONSES:
+        raise DomainError(_l("Choose one of the options."), field="kind")
+    if kind == "propose" and not offer_fen and not terms.strip():
+        raise DomainError(_l("Give the amount or the terms you propose."), field="offer")
+    if kind == "decline" and not terms.strip():
+        raise DomainError(_l("Give a reason."), field="terms")
+    case.firm_response, case.firm_offer_fen, case.firm_terms = kind, offer_fen, terms.strip()
+    case.firm_responded_at = utcnow()
+    _event(db, case, actor.id, "response", body=terms.strip(), response=kind, offer_fen=offer_fen)
+    record(db, actor.id, "case.firm_response", "case", case.id, response=kind)
+    await _tell(
+        db,
+        [case.filer_id, case.mediator_id, *await _committee_staff(db, case.committee_id)],
+        case,
+        _l("The firm answered on case {number}", number=case.number or ""),
+        _l(
+            "The firm has answered on case {number}. Open the case to read it.",
+            number=case.number or "",
+        ),
+    )
+    await db.commit()
+    return case
+
+
+async def apply_transition(
+    db: AsyncSession, case: Case, actor: User, name: str, reason: str = ""
+) -> Case:
+    """Transitions with no extra data: start_mediation, settle, fail, transfer, fulfil, close,
+    withdraw."""
+    if name not in {"start_mediation", "settle", "fail", "transfer", "fulfil", "close", "withdraw"}:
+        raise DomainError(_l("This action is not possible in the case's current state."))
+    transition = _check(case, _identity(actor), name, reason)
+    if transition.target in (Status.CLOSED, Status.WITHDRAWN):
+        case.closed_at = utcnow()
+    _move(db, case, actor, transition, reason)
+    number: str | dict[str, str] = case.number or {"msgid": _l("(draft)").msgid}
+    status = {"msgid": STATUS_LABELS[transition.target].msgid}
+    await _tell(
+        db,
+        [case.filer_id, case.mediator_id, *await _firm_reps(db, case.respondent_firm_id)],
+        case,
+        _l("Case {number}: {status}", number=number, status=status),
+        _l("Case {number} is now: {status}.", number=number, status=status),
+        skip=actor.id,
+    )
+    await db.commit()
+    return case
+
+
+async def post_message(
+    db: AsyncSession, case: Case, actor: User, text: str, audience: str
+) -> CaseEvent:
+    parties = parties_of(case, _identity(actor))
+    text = text.strip()
+    if not text:
+        raise DomainError(_l("Write a message."), field="message")
+    if len(text) > 5000:
+        raise DomainError(_l("Use at most {count} characters.", count=5000), field="message")
+    if case.status == Status.DRAFT:
+        raise DomainError(_l("Submit the case before writing to the committee."))
+    if parties & {Party.STAFF, Party.MEDIATOR}:
+        if audience not in ("all", "claimant", "firm", "staff"):
+            raise DomainError(_l("Choose one of the options."), field="audience")
+    elif Party.CLAIMANT in parties:
+        audience = "claimant"
+    elif Party.RESPONDENT in parties:
+        audience = "firm"
+    else:
+        raise NotFound
+    event = _event(db, case, actor.id, "message", body=text, visibility=audience)
+    record(db, actor.id, "case.message", "case", case.id, audience=audience)
+    recipients: list[int | None] = []
+    if audience in ("all", "claimant"):
+        recipients.append(case.filer_id)
+    if audience in ("all", "firm"):
+        recipients.extend(await _firm_reps(db, case.respondent_firm_id))
+    recipients.append(case.mediator_id)
+    if not parties & {Party.STAFF}:
+        recipients.extend(await _committee_staff(db, case.committee_id))
+    await _tell(
+        db,
+        recipients,
+        case,
+        _l("New message on case {number}", number=case.number or ""),
+        _l("{name} wrote on case {number}.", name=actor.display_name, number=case.number or ""),
+        skip=actor.id,
+    )
+    await db.commit()
+    return event
+
+
+def _identity(user: User) -> Identity:
+    return Identity(
+        user_id=user.id, role=Role(user.role), firm_id=user.firm_id, committee_id=user.committee_id
+    )
+
+
+# -- lists ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseFilters:
+    status: str = ""
+    category: str = ""
+    firm_id: int | None = None
+    mediator_id: int | None = None
+    committee_id: int | None = None
+    submitted_from: date | None = None
+    submitted_to: date | None = None
+    due: str = ""  # "overdue", "soon", "firm_silent"
+    complexity: str = ""
+    q: str = ""
+    sort: str = "-submitted"
+    page: int = 1
+    per_page: int = 50
+
+
+SORTS: dict[str, Any] = {
+    "-submitted": Case.submitted_at.desc(),
+    "submitted": Case.submitted_at.asc(),
+    "close_due": Case.close_due.asc(),
+    "-amount": Case.amount_fen.desc(),
+    "number": Case.number.asc(),
+}
+
+
+def scope(query: Select[Any], who: Identity) -> Select[Any]:
+    """Only the cases this person may see: the list query's own copy of the policy's rules."""
+    if who.role == Role.PLATFORM_ADMIN:
+        return query.where(Case.status != Status.DRAFT.value)
+    if who.role == Role.COMMITTEE_ADMIN:
+        return query.where(Case.committee_id == who.committee_id, Case.status != Status.DRAFT.value)
+    if who.role == Role.MEDIATOR:
+        return query.where(Case.mediator_id == who.user_id)
+    if who.role == Role.FIRM_REP:
+        return query.where(
+            or_(
+                Case.filer_id == who.user_id,
+                and_(Case.respondent_firm_id == who.firm_id, Case.status != Status.DRAFT.value),
+            )
+        )
+    return query.where(Case.filer_id == who.user_id)
+
+
+def search_clause(db: AsyncSession, vault: DataVault, q: str) -> Any:
+    """Case number, firm name, claimant's exact name (blind index) or words in the facts."""
+    q = q.strip()
+    like = f"%{q}%"
+    clauses = [
+        Case.number.ilike(like),
+        Case.respondent_name.ilike(like),
+        Case.claimant_name_index == vault.blind_index("person_name", q),
+    ]
+    if db.get_bind().dialect.name == "sqlite" and len(q) >= 3:
+        from sqlalchemy import text
+
+        clauses.append(
+            Case.id.in_(
+                select(text("rowid"))
+                .select_from(text("cases_fts"))
+                .where(text("cases_fts MATCH :fts"))
+                .params(fts='"' + q.replace('"', '""') + '"')
+            )
+        )
+    else:
+        clauses.append(Case.facts.ilike(like))
+    return or_(*clauses)
+
+
+async def list_cases(
+    db: AsyncSession, vault: DataVault, who: Identity, filters: CaseFilters
+) -> tuple[list[Case], int]:
+    query = scope(select(Case), who)
+    today = today_in_china()
+    if filters.status:
+        query = query.where(Case.status == filters.status)
+    if filters.category:
+        query = query.where(Case.category == filters.category)
+    if filters.firm_id:
+        query = query.where(Case.respondent_firm_id == filters.firm_id)
+    if filters.mediator_id:
+        query = query.where(Case.mediator_id == filters.mediator_id)
+    if filters.committee_id:
+        query = query.where(Case.committee_id == filters.committee_id)
+    if filters.complexity:
+        query = query.where(Case.complexity == filters.complexity)
+    if filters.submitted_from:
+        query = query.where(
+            Case.submitted_at >= datetime.combine(filters.submitted_from, datetime.min.time(), TZ)
+        )
+    if filters.submitted_to:
+        query = query.where(
+            Case.submitted_at < datetime.combine(filters.submitted_to, datetime.max.time(), TZ)
+        )
+    open_values = [s.value for s in OPEN_STATUSES if s not in (Status.SETTLED, Status.FAILED)]
+    if filters.due == "overdue":
+        query = query.where(Case.status.in_(open_values), Case.close_due < today)
+    elif filters.due == "soon":
+        calendar = await _calendar(db)
+        horizon = calendar.add_working_days(today, 3)
+        query = query.where(
+            Case.status.in_(open_values), Case.close_due >= today, Case.close_due <= horizon
+        )
+    elif filters.due == "firm_silent":
+        query = query.where(
+            Case.status.in_(open_values),
+            Case.firm_response.is_(None),
+            Case.firm_response_due < today,
+        )
+    if filters.q:
+        query = query.where(search_clause(db, vault, filters.q))
+    total = int(await db.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    order = SORTS.get(filters.sort, SORTS["-submitted"])
+    page = max(1, filters.page)
+    rows = await db.scalars(
+        query.order_by(order, Case.id.desc())
+        .limit(filters.per_page)
+        .offset((page - 1) * filters.per_page)
+    )
+    return list(rows), total
+
+
+NEXT_STEPS: dict[Status, Msg] = {
+    Status.DRAFT: _l("You: finish and submit the application."),
+    Status.SUBMITTED: _l("The committee: review the application."),
+    Status.NEEDS_INFO: _l("The claimant: send the requested material."),
+    Status.ACCEPTED: _l("The committee: assign a mediator. The firm: answer the complaint."),
+    Status.ASSIGNED: _l("The mediator: contact the parties and start mediation."),
+    Status.IN_MEDIATION: _l("The mediator and both parties: work towards an agreement."),
+    Status.SETTLED: _l("The firm: carry out the agreement."),
+    Status.FULFILLED: _l("The committee: close the case."),
+    Status.FAILED: _l(
+        "The mediator: transfer the case to litigation if the claimant wishes, or close it."
+    ),
+    Status.TRANSFERRED: _l("The committee: close the case."),
+    Status.CLOSED: _l("Nothing: the case is closed."),
+    Status.REJECTED: _l("Nothing: the case was not accepted."),
+    Status.INELIGIBLE: _l("Nothing: the case cannot be mediated here."),
+    Status.WITHDRAWN: _l("Nothing: the case was withdrawn."),
+}
+
+
+def next_step(case: Case) -> Msg:
+    if case.requested_items and case.status != Status.NEEDS_INFO:
+        return _l("The claimant: send the requested material (the deadline is paused).")
+    return NEXT_STEPS[Status(case.status)]

@@ -1,0 +1,612 @@
+"""Case pages: the filing wizard, the case page, staff actions, lists."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portal.accounts.models import User
+from portal.cases import service
+from portal.cases.forms import (
+    ClaimantForm,
+    ClaimsForm,
+    EligibilityForm,
+    RequestForm,
+    ResponseForm,
+    StartForm,
+)
+from portal.cases.lifecycle import STATUS_LABELS, Party, Status
+from portal.cases.models import Case, CaseMaterial
+from portal.cases.policy import CASES
+from portal.errors import DomainError, NotFound
+from portal.evidence.storage import BlobStore
+from portal.i18n import Msg, _l
+from portal.orgs import service as orgs
+from portal.orgs.categories import CATEGORIES
+from portal.web import (
+    Form,
+    client_ip,
+    db_session,
+    flash,
+    identity,
+    redirect,
+    render,
+    require,
+)
+
+WIZARD_STEPS = ["claimant", "claims", "eligibility", "materials", "review"]
+STEP_TITLES: dict[str, Msg] = {
+    "start": _l("The dispute"),
+    "claimant": _l("Who is the claimant"),
+    "claims": _l("What you ask for"),
+    "eligibility": _l("Court, arbitration or settlement"),
+    "materials": _l("Materials"),
+    "review": _l("Check and submit"),
+}
+CHOICES = {
+    "categories": CATEGORIES,
+    "outcomes": service.OUTCOMES,
+    "questions": service.ELIGIBILITY_QUESTIONS,
+    "advice": service.ELIGIBILITY_ADVICE,
+    "material_kinds": service.MATERIAL_KINDS,
+    "requestable": service.REQUESTABLE_ITEMS,
+    "responses": service.RESPONSES,
+    "status_labels": STATUS_LABELS,
+    "personal_materials": service.PERSONAL_MATERIALS,
+    "step_titles": STEP_TITLES,
+    "steps": WIZARD_STEPS,
+}
+
+
+def _user(request: Request) -> User:
+    user: User = request.state.user
+    return user
+
+
+def _store(request: Request) -> BlobStore:
+    settings = request.app.state.settings
+    return BlobStore(settings.storage_dir, settings.data_key)
+
+
+async def _load(request: Request, db: Any, permission: str = "view") -> Case:
+    case = await service.get_case(db, request.path_params["case_id"])
+    require(request, permission, case)
+    return case
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+# -- lists ----------------------------------------------------------------------------------
+
+
+async def case_list(request: Request) -> Response:
+    require(request, "list", CASES)
+    params = request.query_params
+    filters = service.CaseFilters(
+        status=params.get("status", "") if params.get("status", "") in set(Status) else "",
+        category=params.get("category", "") if params.get("category", "") in CATEGORIES else "",
+        firm_id=_int(params.get("firm")),
+        mediator_id=_int(params.get("mediator")),
+        committee_id=_int(params.get("committee")),
+        submitted_from=_date(params.get("from")),
+        submitted_to=_date(params.get("to")),
+        due=params.get("due", "")
+        if params.get("due") in ("overdue", "soon", "firm_silent")
+        else "",
+        complexity=params.get("complexity", "")
+        if params.get("complexity") in ("simple", "complex")
+        else "",
+        q=params.get("q", "").strip()[:100],
+        sort=params.get("sort", "-submitted"),
+        page=_int(params.get("page")) or 1,
+    )
+    async with db_session(request) as db:
+        rows, total = await service.list_cases(
+            db, request.app.state.vault, identity(request), filters
+        )
+        firms = {f.id: f for f in await orgs.list_firms(db)}
+    pages = max(1, -(-total // filters.per_page))
+    query = {k: v for k, v in params.items() if k != "page"}
+    return render(
+        request,
+        "cases/list.html",
+        {
+            "rows": rows,
+            "total": total,
+            "filters": filters,
+            "pages": pages,
+            "query": query,
+            "firms": firms,
+            "today": service.today_in_china(),
+            **CHOICES,
+        },
+        block="results",
+    )
+
+
+# -- the wizard -----------------------------------------------------------------------------
+
+
+async def new_case(request: Request) -> Response:
+    require(request, "file", CASES)
+    form = StartForm({"form_key": secrets.token_urlsafe(16)})
+    async with db_session(request) as db:
+        if request.method == "POST":
+            form = StartForm(await request.form())
+            if form.validate():
+                try:
+                    case = await service.start_draft(
+                        db,
+                        _user(request),
+                        category=form.cleaned["category"],
+                        region=form.cleaned.get("region") or "",
+                        firm_id=form.cleaned["firm_id"],
+                        respondent_name=form.cleaned.get("respondent_name") or "",
+                        respondent_credit_code=form.cleaned["respondent_credit_code"],
+                        form_key=form.value("form_key"),
+                        ip=client_ip(request),
+                    )
+                except DomainError as exc:
+                    form.add_error(exc.field, exc.message)
+                else:
+                    return redirect(request, "cases.edit", case_id=case.id, step="claimant")
+        firms = await orgs.list_firms(db)
+    return render(
+        request,
+        "cases/wizard.html",
+        {"step": "start", "form": form, "firms": firms, "case": None, **CHOICES},
+        status_code=400 if form.errors else 200,
+    )
+
+
+async def edit_case(request: Request) -> Response:
+    step = request.path_params["step"]
+    if step not in WIZARD_STEPS:
+        raise NotFound
+    user = _user(request)
+    vault = request.app.state.vault
+    async with db_session(request) as db:
+        case = await _load(request, db, "edit")
+        if case.status != Status.DRAFT:
+            return redirect(request, "cases.detail", case_id=case.id)
+        claimant = service.claimant_of(vault, case)
+        form: Form = Form()
+        ineligible: list[str] = service.ineligible_reasons(case)
+        if step == "claimant":
+            form = ClaimantForm(
+                {
+                    "filed_as": case.filed_as,
+                    "name": claimant.name,
+                    "id_number": claimant.id_number,
+                    "agent_name": claimant.agent_name,
+                    "agent_phone": claimant.agent_phone,
+                    "agent_org": case.agent_org,
+                    "claimant_phone": claimant.phone,
+                }
+            )
+        elif step == "claims":
+            form = ClaimsForm(
+                {
+                    "amount": f"{case.amount_fen / 100:.2f}" if case.amount_fen else "",
+                    "outcomes": case.outcomes,
+                    "facts": case.facts,
+                    "incident_date": case.incident_date.isoformat() if case.incident_date else "",
+                }
+            )
+        elif step == "eligibility":
+            form = EligibilityForm({k: ("yes" if v else "no") for k, v in case.eligibility.items()})
+        if request.method == "POST":
+            data = await request.form()
+            try:
+                if step == "claimant":
+                    form = ClaimantForm(data)
+                    if form.validate():
+                        await service.save_claimant(
+                            db,
+                            vault,
+                            case,
+                            user,
+                            filed_as=form.cleaned["filed_as"],
+                            name=form.cleaned["name"],
+                            id_number=form.cleaned["id_number"],
+                            agent_name=form.cleaned.get("agent_name") or "",
+                            agent_phone=form.cleaned.get("agent_phone") or "",
+                            agent_org=form.cleaned.get("agent_org") or "",
+                            claimant_phone=form.cleaned.get("claimant_phone") or "",
+                        )
+                        return redirect(request, "cases.edit", case_id=case.id, step="claims")
+                elif step == "claims":
+                    form = ClaimsForm(data)
+                    if form.validate():
+                        await service.save_claims(
+                            db,
+                            case,
+                            user,
+                            amount_fen=form.cleaned["amount"],
+                            outcomes=form.cleaned["outcomes"],
+                            facts=form.cleaned["facts"],
+                            incident_date=form.cleaned["incident_date"],
+                        )
+                        return redirect(request, "cases.edit", case_id=case.id, step="eligibility")
+                elif step == "eligibility":
+                    form = EligibilityForm(data)
+                    if form.validate():
+                        ineligible = await service.save_eligibility(
+                            db, case, user, form.cleaned["answers"]
+                        )
+                        if not ineligible:
+                            return redirect(
+                                request, "cases.edit", case_id=case.id, step="materials"
+                            )
+            except DomainError as exc:
+                form.add_error(exc.field, exc.message)
+        items = await service.materials(db, case)
+        kinds = {m.kind for m in items}
+        missing = service.missing_for_submission(case, kinds, user)
+        duplicate = await service.likely_duplicate(db, case) if step == "review" else None
+    return render(
+        request,
+        "cases/wizard.html",
+        {
+            "step": step,
+            "form": form,
+            "case": case,
+            "claimant": claimant,
+            "materials": items,
+            "missing": missing,
+            "duplicate": duplicate,
+            "ineligible": ineligible,
+            **CHOICES,
+        },
+        status_code=400 if form.errors else 200,
+    )
+
+
+async def submit_case(request: Request) -> Response:
+    user = _user(request)
+    async with db_session(request) as db:
+        case = await service.get_case(db, request.path_params["case_id"])
+        require(request, "view", case)
+        if case.status != Status.DRAFT and case.filer_id == user.id:
+            # The same form sent twice: the case exists once; show it.
+            return redirect(request, "cases.detail", case_id=case.id)
+        require(request, "edit", case)
+        try:
+            await service.submit_case(db, request.app.state.vault, case, user)
+        except DomainError as exc:
+            response = redirect(request, "cases.edit", case_id=case.id, step="review")
+            return flash(request, response, exc.message, "error")
+    response = redirect(request, "cases.detail", case_id=case.id)
+    return flash(request, response, _l("Your case has been submitted."))
+
+
+async def upload_material(request: Request) -> Response:
+    user = _user(request)
+    async with db_session(request) as db:
+        case = await _load(request, db, "upload")
+        data = await request.form(max_files=1, max_fields=10)
+        upload = data.get("file")
+        kind = str(data.get("kind", ""))
+        back = (
+            redirect(request, "cases.edit", case_id=case.id, step="materials")
+            if case.status == Status.DRAFT
+            else redirect(request, "cases.detail", case_id=case.id)
+        )
+        if case.status in (Status.CLOSED, Status.WITHDRAWN, Status.REJECTED, Status.INELIGIBLE):
+            return flash(request, back, _l("This case is no longer open."), "error")
+        if not isinstance(upload, UploadFile):
+            return flash(request, back, _l("Choose a file to upload."), "error")
+        try:
+            if kind not in service.MATERIAL_KINDS:
+                raise DomainError(_l("Choose one of the options."), field="kind")
+            stored = await _store(request).save_upload(upload)
+            await service.add_material(
+                db,
+                case,
+                user,
+                kind=kind,
+                filename=stored.filename,
+                content_type=stored.content_type,
+                size=stored.size,
+                sha256=stored.sha256,
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+        finally:
+            await upload.close()
+    return flash(request, back, _l("File uploaded."))
+
+
+async def download_material(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db)
+        material = await db.get(CaseMaterial, request.path_params["material_id"])
+        if material is None or material.case_id != case.id:
+            raise NotFound
+        if material.kind in service.PERSONAL_MATERIALS:
+            # Identity papers: the filer, the committee and the mediator only, not the firm.
+            require(request, "view_identity", case)
+    data = _store(request).read(material.sha256)
+    disposition = (
+        "inline"
+        if material.content_type.startswith("image/") or material.content_type == "application/pdf"
+        else "attachment"
+    )
+    from urllib.parse import quote
+
+    return Response(
+        data,
+        media_type=material.content_type,
+        headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(material.filename)}",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+async def delete_material(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db, "edit")
+        await service.remove_material(db, case, _user(request), request.path_params["material_id"])
+    return redirect(request, "cases.edit", case_id=case.id, step="materials")
+
+
+# -- the case page ----------------------------------------------------------------------------
+
+
+async def case_detail(request: Request) -> Response:
+    who = identity(request)
+    vault = request.app.state.vault
+    async with db_session(request) as db:
+        case = await _load(request, db)
+        if case.status == Status.DRAFT:
+            return redirect(request, "cases.edit", case_id=case.id, step="review")
+        events = await service.timeline(db, case, who)
+        items = await service.materials(db, case)
+        committee = await orgs.get_committee(db, case.committee_id)
+        mediator = await db.get(User, case.mediator_id) if case.mediator_id else None
+        actors = {
+            u.id: u for u in [await db.get(User, e.actor_id) for e in events if e.actor_id] if u
+        }
+        recusal = await service.pending_recusal(db, case)
+    parties = service.parties_of(case, who)
+    claimant = service.claimant_of(vault, case)
+    return render(
+        request,
+        "cases/detail.html",
+        {
+            "case": case,
+            "events": events,
+            "materials": items,
+            "committee": committee,
+            "mediator": mediator,
+            "actors": actors,
+            "parties": parties,
+            "Party": Party,
+            "actions": service.actions_for(case, who),
+            "claimant": claimant,
+            "recusal": recusal,
+            "today": service.today_in_china(),
+            "service_next_step": service.next_step,
+            **CHOICES,
+        },
+        block="live",
+    )
+
+
+async def act(request: Request) -> Response:
+    """A lifecycle action from the case page: accept, reject, start, settle, withdraw…"""
+    user = _user(request)
+    data = await request.form()
+    name = str(data.get("action", ""))
+    reason = str(data.get("reason", ""))[:2000]
+    async with db_session(request) as db:
+        case = await _load(request, db)
+        try:
+            if name == "accept":
+                await service.accept_case(db, case, user)
+            elif name in ("reject", "mark_ineligible"):
+                await service.reject_case(
+                    db, case, user, reason, ineligible=name == "mark_ineligible"
+                )
+            else:
+                await service.apply_transition(db, case, user, name, reason)
+        except DomainError as exc:
+            return flash(
+                request, redirect(request, "cases.detail", case_id=case.id), exc.message, "error"
+            )
+    return flash(request, redirect(request, "cases.detail", case_id=case.id), _l("Done."))
+
+
+async def request_material(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db)
+        form = RequestForm(await request.form())
+        back = redirect(request, "cases.detail", case_id=case.id)
+        if not form.validate():
+            return flash(request, back, next(iter(form.errors.values())), "error")
+        try:
+            await service.request_material(
+                db, case, _user(request), form.cleaned["items"], form.cleaned.get("reason") or ""
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("Request sent."))
+
+
+async def provide_material(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db)
+        data = await request.form()
+        back = redirect(request, "cases.detail", case_id=case.id)
+        try:
+            await service.provide_material(
+                db, case, _user(request), str(data.get("reason", ""))[:2000]
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("The committee has been told."))
+
+
+async def assign(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db, "assign")
+        error = None
+        if request.method == "POST":
+            data = await request.form()
+            try:
+                mediator_id = _int(str(data.get("mediator_id", "")))
+                if mediator_id is None:
+                    raise DomainError(
+                        _l("Choose a mediator of this committee."), field="mediator_id"
+                    )
+                if await service.pending_recusal(db, case) is not None and data.get("decision"):
+                    await service.decide_recusal(
+                        db,
+                        case,
+                        _user(request),
+                        grant=data.get("decision") == "grant",
+                        note=str(data.get("note", ""))[:2000],
+                        new_mediator_id=mediator_id,
+                    )
+                else:
+                    await service.assign_mediator(
+                        db, case, _user(request), mediator_id, str(data.get("note", ""))[:2000]
+                    )
+            except DomainError as exc:
+                error = exc.message
+            else:
+                return flash(
+                    request,
+                    redirect(request, "cases.detail", case_id=case.id),
+                    _l("Mediator assigned."),
+                )
+        suggestions = await service.suggest_mediators(db, case)
+        recusal = await service.pending_recusal(db, case)
+    return render(
+        request,
+        "cases/assign.html",
+        {"case": case, "suggestions": suggestions, "error": error, "recusal": recusal, **CHOICES},
+        status_code=400 if error else 200,
+    )
+
+
+async def decide_recusal(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db, "assign")
+        data = await request.form()
+        back = redirect(request, "cases.detail", case_id=case.id)
+        try:
+            await service.decide_recusal(
+                db,
+                case,
+                _user(request),
+                grant=False,
+                note=str(data.get("note", ""))[:2000],
+                new_mediator_id=None,
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("Done."))
+
+
+async def respond(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db, "respond")
+        form = ResponseForm(await request.form())
+        back = redirect(request, "cases.detail", case_id=case.id)
+        if not form.validate():
+            return flash(request, back, next(iter(form.errors.values())), "error")
+        try:
+            await service.respond_as_firm(
+                db,
+                case,
+                _user(request),
+                kind=form.cleaned["kind"],
+                offer_fen=form.cleaned["offer"],
+                terms=form.cleaned.get("terms") or "",
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("Your answer has been recorded."))
+
+
+async def message(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db, "message")
+        data = await request.form()
+        back = redirect(request, "cases.detail", case_id=case.id)
+        try:
+            await service.post_message(
+                db,
+                case,
+                _user(request),
+                str(data.get("message", "")),
+                str(data.get("audience", "all")),
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("Message sent."))
+
+
+async def recusal(request: Request) -> Response:
+    async with db_session(request) as db:
+        case = await _load(request, db, "recuse")
+        data = await request.form()
+        back = redirect(request, "cases.detail", case_id=case.id)
+        try:
+            await service.request_recusal(
+                db, case, _user(request), str(data.get("reason", ""))[:2000]
+            )
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("Your request has been sent to the committee."))
+
+
+routes = [
+    Route("/cases", case_list, name="cases.list"),
+    Route("/cases/new", new_case, methods=["GET", "POST"], name="cases.new"),
+    Route("/cases/{case_id:int}", case_detail, name="cases.detail"),
+    Route(
+        "/cases/{case_id:int}/edit/{step}", edit_case, methods=["GET", "POST"], name="cases.edit"
+    ),
+    Route("/cases/{case_id:int}/submit", submit_case, methods=["POST"], name="cases.submit"),
+    Route("/cases/{case_id:int}/materials", upload_material, methods=["POST"], name="cases.upload"),
+    Route(
+        "/cases/{case_id:int}/materials/{material_id:int}", download_material, name="cases.material"
+    ),
+    Route(
+        "/cases/{case_id:int}/materials/{material_id:int}/delete",
+        delete_material,
+        methods=["POST"],
+        name="cases.material_delete",
+    ),
+    Route("/cases/{case_id:int}/act", act, methods=["POST"], name="cases.act"),
+    Route("/cases/{case_id:int}/request", request_material, methods=["POST"], name="cases.request"),
+    Route("/cases/{case_id:int}/provide", provide_material, methods=["POST"], name="cases.provide"),
+    Route("/cases/{case_id:int}/assign", assign, methods=["GET", "POST"], name="cases.assign"),
+    Route("/cases/{case_id:int}/recusal", recusal, methods=["POST"], name="cases.recusal"),
+    Route(
+        "/cases/{case_id:int}/recusal/refuse",
+        decide_recusal,
+        methods=["POST"],
+        name="cases.recusal_refuse",
+    ),
+    Route("/cases/{case_id:int}/respond", respond, methods=["POST"], name="cases.respond"),
+    Route("/cases/{case_id:int}/messages", message, methods=["POST"], name="cases.message"),
+]
