@@ -9,11 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portal.cases.service import today_in_china
 from portal.errors import DomainError, NotFound
 from portal.i18n import _l
-from portal.policy import NotPermitted
-from portal.cases.service import today_in_china
-from portal.policy import Role
+from portal.policy import NotPermitted, Role
 from portal.web import db_session, identity, redirect_to, render
 from portal.workdays.service import coverage_warning, load_calendar
 

@@ -376,6 +376,26 @@ CASES = [
         only("done", "consumer"),
         params=lambda w: {"case_id": w.ids["draft"]},
     ),
+    Case(
+        "cases.rules",
+        "GET",
+        only("ok", *ADMINS),
+        params=lambda w: {"committee_id": w.ids["committee_a"]},
+        label="own committee",
+    ),
+    Case(
+        "cases.rules",
+        "GET",
+        only("ok", "platform_admin"),
+        params=lambda w: {"committee_id": w.ids["committee_b"]},
+        label="other committee",
+    ),
+    Case(
+        "cases.rules",
+        "POST",
+        only("bad", *ADMINS),
+        params=lambda w: {"committee_id": w.ids["committee_a"]},
+    ),
     Case("notify.centre", "GET", logged_in("ok")),
     Case("notify.badge", "GET", logged_in("ok")),
     Case(

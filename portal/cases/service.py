@@ -1262,3 +1262,68 @@ def next_step(case: Case) -> Msg:
     if case.requested_items and case.status != Status.NEEDS_INFO:
         return _l("The claimant: send the requested material (the deadline is paused).")
     return NEXT_STEPS[Status(case.status)]
+
+
+async def save_rules(
+    db: AsyncSession,
+    actor: User,
+    committee_id: int,
+    *,
+    simple_max_amount_fen: int,
+    simple_categories: list[str],
+    agent_is_complex: bool,
+    firm_response_days: int,
+    simple_close_days: int,
+    complex_close_days: int,
+) -> CaseRules:
+    """Change a committee's triage rules and deadlines (they apply to cases accepted later)."""
+    if any(c not in CATEGORIES for c in simple_categories):
+        raise DomainError(_l("Choose one of the options."), field="simple_categories")
+    for field_name, days in (
+        ("firm_response_days", firm_response_days),
+        ("simple_close_days", simple_close_days),
+        ("complex_close_days", complex_close_days),
+    ):
+        if not 1 <= days <= 120:
+            raise DomainError(_l("Enter a number of working days from 1 to 120."), field=field_name)
+    if simple_close_days > complex_close_days:
+        raise DomainError(
+            _l("Simple cases cannot have a longer deadline than complex ones."),
+            field="simple_close_days",
+        )
+    rules = await db.get(CaseRules, committee_id)
+    if rules is None:
+        rules = CaseRules(committee_id=committee_id)
+        db.add(rules)
+    rules.simple_max_amount_fen = simple_max_amount_fen
+    rules.simple_categories = simple_categories
+    rules.agent_is_complex = agent_is_complex
+    rules.firm_response_days = firm_response_days
+    rules.simple_close_days = simple_close_days
+    rules.complex_close_days = complex_close_days
+    record(
+        db,
+        actor.id,
+        "committee.case_rules",
+        "committee",
+        committee_id,
+        simple_max_amount_fen=simple_max_amount_fen,
+        simple_categories=simple_categories,
+        days=[firm_response_days, simple_close_days, complex_close_days],
+    )
+    await db.commit()
+    return rules
+
+
+async def link_cases_to_firm(db: AsyncSession, actor_id: int, firm: Firm) -> int:
+    """Filings that named an unregistered firm by its credit code now point at its record."""
+    result = await db.execute(
+        update(Case)
+        .where(Case.respondent_firm_id.is_(None), Case.respondent_credit_code == firm.credit_code)
+        .values(respondent_firm_id=firm.id)
+    )
+    linked = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if linked:
+        record(db, actor_id, "firm.link_cases", "firm", firm.id, cases=linked)
+        await db.commit()
+    return linked

@@ -578,7 +578,77 @@ async def recusal(request: Request) -> Response:
     return flash(request, back, _l("Your request has been sent to the committee."))
 
 
+class RulesForm(Form):
+    def validate(self) -> bool:
+        from portal.validators import clean_amount_fen
+
+        self.clean("simple_max_amount", clean_amount_fen)
+        chosen = self.values("simple_categories")
+        if any(c not in CATEGORIES for c in chosen):
+            self.add_error("simple_categories", _l("Choose one of the options."))
+        self.cleaned["simple_categories"] = [c for c in CATEGORIES if c in chosen]
+        self.cleaned["agent_is_complex"] = self.value("agent_is_complex") == "1"
+        for name in ("firm_response_days", "simple_close_days", "complex_close_days"):
+            raw = self.value(name).strip()
+            if not raw.isdigit():
+                self.add_error(name, _l("Enter a number of working days from 1 to 120."))
+            else:
+                self.cleaned[name] = int(raw)
+        return self.valid
+
+
+async def rules(request: Request) -> Response:
+    """A committee's triage rules (繁简分流) and deadlines in working days."""
+    async with db_session(request) as db:
+        committee = await orgs.get_committee(db, request.path_params["committee_id"])
+        require(request, "view", committee)
+        current = await service.rules_for(db, committee.id)
+        form = RulesForm(
+            {
+                "simple_max_amount": f"{current.simple_max_amount_fen / 100:.2f}",
+                "simple_categories": current.simple_categories,
+                "agent_is_complex": "1" if current.agent_is_complex else "",
+                "firm_response_days": str(current.firm_response_days),
+                "simple_close_days": str(current.simple_close_days),
+                "complex_close_days": str(current.complex_close_days),
+            }
+        )
+        if request.method == "POST":
+            require(request, "edit", committee)
+            form = RulesForm(await request.form())
+            if form.validate():
+                try:
+                    await service.save_rules(
+                        db,
+                        _user(request),
+                        committee.id,
+                        simple_max_amount_fen=form.cleaned["simple_max_amount"],
+                        simple_categories=form.cleaned["simple_categories"],
+                        agent_is_complex=form.cleaned["agent_is_complex"],
+                        firm_response_days=form.cleaned["firm_response_days"],
+                        simple_close_days=form.cleaned["simple_close_days"],
+                        complex_close_days=form.cleaned["complex_close_days"],
+                    )
+                except DomainError as exc:
+                    form.add_error(exc.field, exc.message)
+                else:
+                    response = redirect(request, "cases.rules", committee_id=committee.id)
+                    return flash(request, response, _l("Saved."))
+    return render(
+        request,
+        "cases/rules.html",
+        {"committee": committee, "form": form, **CHOICES},
+        status_code=400 if form.errors else 200,
+    )
+
+
 routes = [
+    Route(
+        "/admin/committees/{committee_id:int}/rules",
+        rules,
+        methods=["GET", "POST"],
+        name="cases.rules",
+    ),
     Route("/cases", case_list, name="cases.list"),
     Route("/cases/new", new_case, methods=["GET", "POST"], name="cases.new"),
     Route("/cases/{case_id:int}", case_detail, name="cases.detail"),

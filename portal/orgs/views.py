@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portal.cases import service as cases_service
 from portal.errors import DomainError
 from portal.i18n import _l
 from portal.orgs import service
@@ -122,11 +123,23 @@ async def firms(request: Request) -> Response:
             form = FirmForm(await read_form(request))
             if form.validate():
                 try:
-                    await service.create_firm(db, request.state.user.id, **_firm_fields(form))
+                    created = await service.create_firm(
+                        db, request.state.user.id, **_firm_fields(form)
+                    )
                 except DomainError as exc:
                     form.add_error(exc.field, exc.message)
                 else:
+                    # Filings that named this firm before it was registered now reach it.
+                    await cases_service.link_cases_to_firm(db, request.state.user.id, created)
                     return flash(request, redirect(request, "orgs.firms"), _l("Saved."))
+        elif request.query_params.get("credit_code"):
+            # "Register this firm" from a case: the form starts filled in.
+            form = FirmForm(
+                {
+                    "name": request.query_params.get("name", "")[:120],
+                    "credit_code": request.query_params.get("credit_code", "")[:18],
+                }
+            )
         rows = await service.list_firms(db, search)
     return render(
         request,
