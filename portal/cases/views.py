@@ -29,6 +29,7 @@ from portal.evidence.storage import BlobStore
 from portal.i18n import Msg, _l
 from portal.orgs import service as orgs
 from portal.orgs.categories import CATEGORIES
+from portal.policy import Role
 from portal.web import (
     Form,
     client_ip,
@@ -115,11 +116,14 @@ async def case_list(request: Request) -> Response:
         sort=params.get("sort", "-submitted"),
         page=_int(params.get("page")) or 1,
     )
+    who = identity(request)
     async with db_session(request) as db:
-        rows, total = await service.list_cases(
-            db, request.app.state.vault, identity(request), filters
-        )
+        rows, total = await service.list_cases(db, request.app.state.vault, who, filters)
         firms = {f.id: f for f in await orgs.list_firms(db)}
+        staff = who.role in (Role.COMMITTEE_ADMIN, Role.PLATFORM_ADMIN)
+        scope_id = who.committee_id if who.role == Role.COMMITTEE_ADMIN else None
+        mediators = [u for u, _ in await orgs.list_mediators(db, scope_id)] if staff else []
+        committees = await orgs.list_committees(db) if who.role == Role.PLATFORM_ADMIN else []
     pages = max(1, -(-total // filters.per_page))
     query = {k: v for k, v in params.items() if k != "page"}
     return render(
@@ -132,6 +136,9 @@ async def case_list(request: Request) -> Response:
             "pages": pages,
             "query": query,
             "firms": firms,
+            "mediators": mediators,
+            "committees": committees,
+            "staff": staff,
             "today": service.today_in_china(),
             **CHOICES,
         },
@@ -384,6 +391,7 @@ async def case_detail(request: Request) -> Response:
             u.id: u for u in [await db.get(User, e.actor_id) for e in events if e.actor_id] if u
         }
         recusal = await service.pending_recusal(db, case)
+        duplicate = await db.get(Case, case.duplicate_of_id) if case.duplicate_of_id else None
     parties = service.parties_of(case, who)
     claimant = service.claimant_of(vault, case)
     return render(
@@ -401,6 +409,7 @@ async def case_detail(request: Request) -> Response:
             "actions": service.actions_for(case, who),
             "claimant": claimant,
             "recusal": recusal,
+            "duplicate": duplicate,
             "today": service.today_in_china(),
             "service_next_step": service.next_step,
             **CHOICES,
