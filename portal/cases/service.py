@@ -1327,3 +1327,42 @@ async def link_cases_to_firm(db: AsyncSession, actor_id: int, firm: Firm) -> int
         record(db, actor_id, "firm.link_cases", "firm", firm.id, cases=linked)
         await db.commit()
     return linked
+
+
+@dataclass
+class CasePage:
+    """Everything the case page shows, loaded in a fixed number of queries."""
+
+    case: Case
+    events: list[CaseEvent]
+    materials: list[CaseMaterial]
+    committee: Committee
+    mediator: User | None
+    actors: dict[int, User]
+    recusal: RecusalRequest | None
+    duplicate: Case | None
+
+
+async def case_page(db: AsyncSession, case: Case, who: Identity) -> CasePage:
+    events = await timeline(db, case, who)
+    committee = await db.get(Committee, case.committee_id)
+    assert committee is not None
+    people = {e.actor_id for e in events if e.actor_id} | {case.mediator_id} - {None}
+    users = {u.id: u for u in await db.scalars(select(User).where(User.id.in_(people)))}
+    return CasePage(
+        case=case,
+        events=events,
+        materials=await materials(db, case),
+        committee=committee,
+        mediator=users.get(case.mediator_id) if case.mediator_id else None,
+        actors=users,
+        recusal=await pending_recusal(db, case),
+        duplicate=await db.get(Case, case.duplicate_of_id) if case.duplicate_of_id else None,
+    )
+
+
+async def get_material(db: AsyncSession, case: Case, material_id: int) -> CaseMaterial:
+    material = await db.get(CaseMaterial, material_id)
+    if material is None or material.case_id != case.id:
+        raise NotFound
+    return material

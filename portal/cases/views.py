@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
-from starlette.datastructures import UploadFile
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,7 +25,7 @@ from portal.cases.forms import (
     StartForm,
 )
 from portal.cases.lifecycle import STATUS_LABELS, Party, Status
-from portal.cases.models import Case, CaseMaterial
+from portal.cases.models import Case
 from portal.cases.policy import CASES
 from portal.errors import DomainError, NotFound
 from portal.evidence.storage import BlobStore
@@ -342,20 +345,15 @@ async def upload_material(request: Request) -> Response:
 async def download_material(request: Request) -> Response:
     async with db_session(request) as db:
         case = await _load(request, db)
-        material = await db.get(CaseMaterial, request.path_params["material_id"])
-        if material is None or material.case_id != case.id:
-            raise NotFound
+        material = await service.get_material(db, case, request.path_params["material_id"])
         if material.kind in service.PERSONAL_MATERIALS:
             # Identity papers: the filer, the committee and the mediator only, not the firm.
             require(request, "view_identity", case)
     data = _store(request).read(material.sha256)
-    disposition = (
-        "inline"
-        if material.content_type.startswith("image/") or material.content_type == "application/pdf"
-        else "attachment"
+    viewable = (
+        material.content_type.startswith("image/") or material.content_type == "application/pdf"
     )
-    from urllib.parse import quote
-
+    disposition = "inline" if viewable else "attachment"
     return Response(
         data,
         media_type=material.content_type,
@@ -378,38 +376,27 @@ async def delete_material(request: Request) -> Response:
 
 async def case_detail(request: Request) -> Response:
     who = identity(request)
-    vault = request.app.state.vault
     async with db_session(request) as db:
         case = await _load(request, db)
         if case.status == Status.DRAFT:
             return redirect(request, "cases.edit", case_id=case.id, step="review")
-        events = await service.timeline(db, case, who)
-        items = await service.materials(db, case)
-        committee = await orgs.get_committee(db, case.committee_id)
-        mediator = await db.get(User, case.mediator_id) if case.mediator_id else None
-        actors = {
-            u.id: u for u in [await db.get(User, e.actor_id) for e in events if e.actor_id] if u
-        }
-        recusal = await service.pending_recusal(db, case)
-        duplicate = await db.get(Case, case.duplicate_of_id) if case.duplicate_of_id else None
-    parties = service.parties_of(case, who)
-    claimant = service.claimant_of(vault, case)
+        page = await service.case_page(db, case, who)
     return render(
         request,
         "cases/detail.html",
         {
             "case": case,
-            "events": events,
-            "materials": items,
-            "committee": committee,
-            "mediator": mediator,
-            "actors": actors,
-            "parties": parties,
+            "events": page.events,
+            "materials": page.materials,
+            "committee": page.committee,
+            "mediator": page.mediator,
+            "actors": page.actors,
+            "recusal": page.recusal,
+            "duplicate": page.duplicate,
+            "parties": service.parties_of(case, who),
             "Party": Party,
             "actions": service.actions_for(case, who),
-            "claimant": claimant,
-            "recusal": recusal,
-            "duplicate": duplicate,
+            "claimant": service.claimant_of(request.app.state.vault, case),
             "today": service.today_in_china(),
             "service_next_step": service.next_step,
             **CHOICES,
@@ -418,58 +405,65 @@ async def case_detail(request: Request) -> Response:
     )
 
 
-async def act(request: Request) -> Response:
-    """A lifecycle action from the case page: accept, reject, start, settle, withdraw…"""
-    user = _user(request)
-    data = await request.form()
-    name = str(data.get("action", ""))
-    reason = str(data.get("reason", ""))[:2000]
+CaseCall = Callable[[AsyncSession, Case, User, FormData], Awaitable[object]]
+
+
+async def _case_action(request: Request, permission: str, call: CaseCall, done: Msg) -> Response:
+    """One action on a case from its page: check, call the service, back to the page with the
+    outcome (a refusal is shown there, in the user's language, and changes nothing)."""
     async with db_session(request) as db:
-        case = await _load(request, db)
-        try:
-            if name == "accept":
-                await service.accept_case(db, case, user)
-            elif name in ("reject", "mark_ineligible"):
-                await service.reject_case(
-                    db, case, user, reason, ineligible=name == "mark_ineligible"
-                )
-            else:
-                await service.apply_transition(db, case, user, name, reason)
-        except DomainError as exc:
-            return flash(
-                request, redirect(request, "cases.detail", case_id=case.id), exc.message, "error"
-            )
-    return flash(request, redirect(request, "cases.detail", case_id=case.id), _l("Done."))
-
-
-async def request_material(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db)
-        form = RequestForm(await request.form())
-        back = redirect(request, "cases.detail", case_id=case.id)
-        if not form.validate():
-            return flash(request, back, next(iter(form.errors.values())), "error")
-        try:
-            await service.request_material(
-                db, case, _user(request), form.cleaned["items"], form.cleaned.get("reason") or ""
-            )
-        except DomainError as exc:
-            return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("Request sent."))
-
-
-async def provide_material(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db)
+        case = await _load(request, db, permission)
         data = await request.form()
         back = redirect(request, "cases.detail", case_id=case.id)
         try:
-            await service.provide_material(
-                db, case, _user(request), str(data.get("reason", ""))[:2000]
-            )
+            await call(db, case, _user(request), data)
         except DomainError as exc:
             return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("The committee has been told."))
+    return flash(request, back, done)
+
+
+def _text(data: FormData, name: str, limit: int = 2000) -> str:
+    value = data.get(name, "")
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _valid(form: Form) -> Form:
+    if not form.validate():
+        field, message = next(iter(form.errors.items()))
+        raise DomainError(message, field=field)
+    return form
+
+
+async def _act(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+    name, reason = _text(data, "action", 40), _text(data, "reason")
+    if name == "accept":
+        return await service.accept_case(db, case, user)
+    if name in ("reject", "mark_ineligible"):
+        return await service.reject_case(
+            db, case, user, reason, ineligible=name == "mark_ineligible"
+        )
+    return await service.apply_transition(db, case, user, name, reason)
+
+
+async def act(request: Request) -> Response:
+    """A lifecycle action from the case page: accept, reject, start, settle, withdraw…"""
+    return await _case_action(request, "view", _act, _l("Done."))
+
+
+async def request_material(request: Request) -> Response:
+    async def call(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+        form = _valid(RequestForm(data))
+        note = form.cleaned.get("reason") or ""
+        return await service.request_material(db, case, user, form.cleaned["items"], note)
+
+    return await _case_action(request, "view", call, _l("Request sent."))
+
+
+async def provide_material(request: Request) -> Response:
+    async def call(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+        return await service.provide_material(db, case, user, _text(data, "reason"))
+
+    return await _case_action(request, "view", call, _l("The committee has been told."))
 
 
 async def assign(request: Request) -> Response:
@@ -516,75 +510,45 @@ async def assign(request: Request) -> Response:
 
 
 async def decide_recusal(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db, "assign")
-        data = await request.form()
-        back = redirect(request, "cases.detail", case_id=case.id)
-        try:
-            await service.decide_recusal(
-                db,
-                case,
-                _user(request),
-                grant=False,
-                note=str(data.get("note", ""))[:2000],
-                new_mediator_id=None,
-            )
-        except DomainError as exc:
-            return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("Done."))
+    async def call(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+        await service.decide_recusal(
+            db, case, user, grant=False, note=_text(data, "note"), new_mediator_id=None
+        )
+        return None
+
+    return await _case_action(request, "assign", call, _l("Done."))
 
 
 async def respond(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db, "respond")
-        form = ResponseForm(await request.form())
-        back = redirect(request, "cases.detail", case_id=case.id)
-        if not form.validate():
-            return flash(request, back, next(iter(form.errors.values())), "error")
-        try:
-            await service.respond_as_firm(
-                db,
-                case,
-                _user(request),
-                kind=form.cleaned["kind"],
-                offer_fen=form.cleaned["offer"],
-                terms=form.cleaned.get("terms") or "",
-            )
-        except DomainError as exc:
-            return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("Your answer has been recorded."))
+    async def call(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+        form = _valid(ResponseForm(data))
+        return await service.respond_as_firm(
+            db,
+            case,
+            user,
+            kind=form.cleaned["kind"],
+            offer_fen=form.cleaned["offer"],
+            terms=form.cleaned.get("terms") or "",
+        )
+
+    return await _case_action(request, "respond", call, _l("Your answer has been recorded."))
 
 
 async def message(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db, "message")
-        data = await request.form()
-        back = redirect(request, "cases.detail", case_id=case.id)
-        try:
-            await service.post_message(
-                db,
-                case,
-                _user(request),
-                str(data.get("message", "")),
-                str(data.get("audience", "all")),
-            )
-        except DomainError as exc:
-            return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("Message sent."))
+    async def call(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+        audience = _text(data, "audience", 10) or "all"
+        return await service.post_message(db, case, user, _text(data, "message", 6000), audience)
+
+    return await _case_action(request, "message", call, _l("Message sent."))
 
 
 async def recusal(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db, "recuse")
-        data = await request.form()
-        back = redirect(request, "cases.detail", case_id=case.id)
-        try:
-            await service.request_recusal(
-                db, case, _user(request), str(data.get("reason", ""))[:2000]
-            )
-        except DomainError as exc:
-            return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("Your request has been sent to the committee."))
+    async def call(db: AsyncSession, case: Case, user: User, data: FormData) -> object:
+        return await service.request_recusal(db, case, user, _text(data, "reason"))
+
+    return await _case_action(
+        request, "recuse", call, _l("Your request has been sent to the committee.")
+    )
 
 
 class RulesForm(Form):
