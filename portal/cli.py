@@ -175,9 +175,98 @@ async def _seed_demo(settings: Settings) -> list[tuple[str, str, str]]:
                             grade="senior",
                         )
                 logins.append((role.value, login, DEMO_PASSWORD))
+            await _seed_demo_cases(session, settings, vault, committee, firms)
     finally:
         await engine.dispose()
     return logins
+
+
+DEMO_PDF = b"%PDF-1.4\n% Jiefen demo material\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+DEMO_CASES: list[dict[str, Any]] = [
+    {
+        "category": "securities_advisory",
+        "amount_fen": 1_280_000,
+        "facts": "2026年5月购买荐股服务，对方承诺月收益百分之二十，实际亏损，要求退还服务费。",
+        "firm": 0,
+        "accept": True,
+    },
+    {
+        "category": "small_loan",
+        "amount_fen": 356_000,
+        "facts": "借款合同未说明服务费，放款时被扣除砍头息，要求退还多收的费用。",
+        "firm": 1,
+        "accept": False,
+    },
+]
+
+
+async def _seed_demo_cases(
+    session: Any, settings: Settings, vault: Any, committee: Any, firms: list[Any]
+) -> None:
+    """Two demo cases, filed by the demo consumer: one accepted and assigned, one to review."""
+    from sqlalchemy import func, select
+
+    from portal.accounts import service as accounts
+    from portal.cases import service as cases
+    from portal.cases.models import Case
+    from portal.evidence.storage import BlobStore
+
+    if await session.scalar(select(func.count(Case.id))):
+        return
+    consumer = await accounts.find_user_by_login(session, vault, "13800138000")
+    admin = await accounts.find_user_by_login(session, vault, "admin@jiefen.example")
+    assert consumer is not None and admin is not None
+    store = BlobStore(settings.storage_dir, settings.data_key)
+    for n, spec in enumerate(DEMO_CASES):
+        case = await cases.start_draft(
+            session,
+            consumer,
+            category=spec["category"],
+            region="上海市普陀区",
+            firm_id=firms[spec["firm"]].id,
+            respondent_name="",
+            respondent_credit_code=None,
+            form_key=f"demo-case-{n}-0000000000",
+            ip="127.0.0.1",
+        )
+        await cases.save_claimant(
+            session,
+            vault,
+            case,
+            consumer,
+            filed_as="self",
+            name="张三",
+            id_number="11010519491231002X",
+        )
+        await cases.save_claims(
+            session,
+            case,
+            consumer,
+            amount_fen=spec["amount_fen"],
+            outcomes=["refund"],
+            facts=spec["facts"],
+            incident_date=None,
+        )
+        await cases.save_eligibility(
+            session, case, consumer, dict.fromkeys(cases.ELIGIBILITY_QUESTIONS, False)
+        )
+        for kind in ("identity", "contract"):
+            stored = store.put(DEMO_PDF + kind.encode(), f"{kind}.pdf")
+            await cases.add_material(
+                session,
+                case,
+                consumer,
+                kind=kind,
+                filename=stored.filename,
+                content_type=stored.content_type,
+                size=stored.size,
+                sha256=stored.sha256,
+            )
+        case = await cases.submit_case(session, vault, case, consumer)
+        if spec["accept"]:
+            case = await cases.accept_case(session, case, admin)
+            best = (await cases.suggest_mediators(session, case))[0]
+            await cases.assign_mediator(session, case, admin, best.mediator.id)
 
 
 @main.command()
