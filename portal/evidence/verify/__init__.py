@@ -1,0 +1,1 @@
+"""Offline verification of Jiefen evidence receipts: standard library and `cryptography` only."""
