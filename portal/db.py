@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from portal.search import bigrams
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -69,6 +71,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+    # The search triggers on `cases` call it (see portal.search).
+    dbapi_connection.create_function("jiefen_bigrams", 1, bigrams, deterministic=True)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -112,8 +116,8 @@ def import_models() -> None:
 
 
 # Search structures the migrations create by hand, per dialect: not in the models.
-UNMODELLED_PREFIXES = ("cases_fts",)
-UNMODELLED_SUFFIXES = ("_trgm",)
+UNMODELLED_PREFIXES = ("cases_fts", "cases_bigrams")
+UNMODELLED_SUFFIXES = ("_trgm", "_bigrams")
 
 
 def include_in_autogenerate(

@@ -10,15 +10,16 @@ from __future__ import annotations
 import gettext as _gettext
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel.dates import format_datetime as _babel_format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
 from babel.support import Translations
 
 from portal.settings import SUPPORTED_LOCALES
@@ -75,14 +76,30 @@ def format_money(fen: int | None, locale: str = "zh_CN") -> str:
         return ""
     sign = "-" if fen < 0 else ""
     yuan, cents = divmod(abs(fen), 100)
-    return f"{sign}¥{format_decimal(yuan, format='#,##0', locale=locale)}.{cents:02d}"
+    # Both languages group by thousands with a comma (CLDR: zh_CN and en agree).
+    return f"{sign}¥{yuan:,}.{cents:02d}"
+
+
+@lru_cache(maxsize=16)
+def _babel_locale(name: str) -> Locale:
+    # Locale.parse scans the locale data directory; parse each name once per process.
+    return Locale.parse(name)
+
+
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 def format_datetime(value: datetime | None, locale: str, time_zone: str) -> str:
     if value is None:
         return ""
     pattern = "yyyy-MM-dd HH:mm" if locale == "zh_CN" else "d MMM yyyy, HH:mm"
-    return str(_babel_format_datetime(value, pattern, tzinfo=ZoneInfo(time_zone), locale=locale))
+    return str(
+        _babel_format_datetime(
+            value, pattern, tzinfo=_zone(time_zone), locale=_babel_locale(locale)
+        )
+    )
 
 
 def negotiate_locale(*candidates: str | None, default: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import NoMatchFound, Route
 
 from portal.crypto import derive_key
 from portal.db import session_scope
@@ -73,12 +74,14 @@ def permits(request: Request, permission: str, resource: object) -> bool:
 
 @asynccontextmanager
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for one view; afterwards the outbox worker is woken, so notifications a
-    service committed go out at once rather than at the worker's next tick."""
+    """A session for one view; if it queued email or SMS, the outbox worker is woken
+    afterwards, so they go out at once rather than at the worker's next tick."""
+    from portal.notify.service import OUTBOX_PENDING
+
     async with session_scope(request.app.state.db) as session:
         yield session
     outbox = getattr(request.app.state, "outbox", None)
-    if outbox is not None:
+    if outbox is not None and session.info.pop(OUTBOX_PENDING, False):
         outbox.wake()
 
 
@@ -129,9 +132,30 @@ def _datetime(ctx: Context, value: Any) -> str:
     return format_datetime(value, locale_of(request), request.app.state.settings.time_zone)
 
 
+def url_path(app: Any, name: str, **params: Any) -> str:
+    """``app.url_path_for``, but by a lookup of the route's name instead of trying every route
+    (Starlette raises and catches ``NoMatchFound`` once per route passed; a list page builds
+    dozens of links)."""
+    index: dict[str, Any] | None = getattr(app.state, "route_index", None)
+    if index is None:
+        index = {}
+        for route in app.routes:
+            name_of = getattr(route, "name", None)
+            if isinstance(route, Route) and name_of and name_of not in index:
+                index[name_of] = route
+        app.state.route_index = index
+    route = index.get(name)
+    if route is not None:
+        try:
+            return str(route.url_path_for(name, **params))
+        except NoMatchFound:
+            pass
+    return str(app.url_path_for(name, **params))
+
+
 @pass_context
 def _url(ctx: Context, name: str, **params: Any) -> str:
-    return str(ctx["request"].app.url_path_for(name, **params))
+    return url_path(ctx["request"].app, name, **params)
 
 
 def create_templates(settings: Settings) -> Jinja2Blocks:
@@ -187,7 +211,7 @@ def render(
 
 def redirect(request: Request, name: str, *, query: str = "", **params: Any) -> Response:
     """Post/redirect/get. htmx follows HX-Redirect; plain forms follow 303."""
-    url = str(request.app.url_path_for(name, **params)) + (f"?{query}" if query else "")
+    url = url_path(request.app, name, **params) + (f"?{query}" if query else "")
     return redirect_to(request, url)
 
 

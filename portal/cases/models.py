@@ -27,7 +27,25 @@ class Case(Base):
 
     __tablename__ = "cases"
     __table_args__ = (
-        Index("ix_cases_committee_status", "committee_id", "status"),
+        # The staff list reads these in order and stops after a page (migration 0005).
+        # Trailing columns let a filter be checked in the index, without reading the case.
+        Index(
+            "ix_cases_committee_status_submitted",
+            "committee_id",
+            "status",
+            "submitted_at",
+            "category",
+        ),
+        Index(
+            "ix_cases_committee_submitted",
+            "committee_id",
+            "submitted_at",
+            "status",
+            "category",
+            "close_due",
+        ),
+        Index("ix_cases_committee_amount", "committee_id", "amount_fen"),
+        Index("ix_cases_submitted_at", "submitted_at"),
         Index("ix_cases_status_updated", "status", "updated_at"),
     )
 

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, literal_column, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +45,7 @@ from portal.notify.service import notify
 from portal.orgs.categories import CATEGORIES
 from portal.orgs.models import Committee, Firm, MediatorProfile
 from portal.policy import Identity, Role
+from portal.search import bigram_set, fts_phrase
 from portal.workdays.service import WorkCalendar, load_calendar
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -1160,35 +1161,125 @@ def scope(query: Select[Any], who: Identity) -> Select[Any]:
     return query.where(Case.filer_id == who.user_id)
 
 
-def search_clause(db: AsyncSession, vault: DataVault, q: str) -> Any:
-    """Case number, firm name, claimant's exact name (blind index) or words in the facts."""
-    q = q.strip()
-    like = f"%{q}%"
-    clauses = [
-        Case.number.ilike(like),
-        Case.respondent_name.ilike(like),
-        Case.claimant_name_index == vault.blind_index("person_name", q),
-    ]
-    if db.get_bind().dialect.name == "sqlite" and len(q) >= 3:
-        from sqlalchemy import text
+def _like(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
-        clauses.append(
-            Case.id.in_(
-                select(text("rowid"))
-                .select_from(text("cases_fts"))
-                .where(text("cases_fts MATCH :fts"))
-                .params(fts='"' + q.replace('"', '""') + '"')
-            )
+
+def _fts_table(q: str) -> tuple[str, str] | None:
+    """The SQLite FTS5 table and phrase for ``q``, or None when neither index applies."""
+    if len(q) >= 3:
+        return "cases_fts", fts_phrase(q)
+    pairs = bigram_set(q)
+    if len(q) == 2 and len(pairs) == 1:
+        return "cases_bigrams", fts_phrase(pairs[0])
+    return None
+
+
+def search_clause(db: AsyncSession, vault: DataVault, q: str) -> Any:
+    """Case number, firm name, claimant's exact name (blind index) or words in the facts.
+
+    Three or more characters: the trigram index (SQLite FTS5, PostgreSQL pg_trgm). Two: the
+    character-pair index (see portal.search). One: number and firm name only, since a single
+    Chinese character matches most facts.
+    """
+    q = q.strip()
+    name_match = Case.claimant_name_index == vault.blind_index("person_name", q)
+    fts = _fts_table(q)
+    if db.get_bind().dialect.name == "sqlite" and fts is not None:
+        table, phrase = fts
+        text_match: Any = Case.id.in_(
+            select(literal_column("rowid"))
+            .select_from(text(table))
+            .where(text(f"{table} MATCH :phrase"))
+            .params(phrase=phrase)
+        )
+    elif len(q) >= 3:
+        like = _like(q)
+        text_match = or_(
+            Case.number.ilike(like, escape="\\"),
+            Case.respondent_name.ilike(like, escape="\\"),
+            Case.facts.ilike(like, escape="\\"),
+        )
+    elif fts is not None:
+        # PostgreSQL's generated column of character pairs, with its GIN index (migration 0005).
+        text_match = text("cases.search_bigrams @> ARRAY[CAST(:pair AS text)]").bindparams(
+            pair=bigram_set(q)[0]
         )
     else:
-        clauses.append(Case.facts.ilike(like))
-    return or_(*clauses)
+        like = _like(q)
+        text_match = or_(
+            Case.number.ilike(like, escape="\\"), Case.respondent_name.ilike(like, escape="\\")
+        )
+    return or_(text_match, name_match)
+
+
+async def _search_ids(
+    db: AsyncSession, vault: DataVault, query: Select[Any], q: str, limit: int
+) -> list[int]:
+    """Ids of the cases of ``query`` that match ``q``, newest filing first, at most ``limit``.
+
+    On SQLite the full-text table drives: FTS5 reads its index in descending rowid order and
+    stops once ``limit`` cases of the scope are found, so a common word costs as little as a
+    rare one. Exact-name matches (blind index) are merged in.
+    """
+    fts = _fts_table(q)
+    if db.get_bind().dialect.name != "sqlite" or fts is None:
+        return list(
+            await db.scalars(
+                query.where(search_clause(db, vault, q)).order_by(Case.id.desc()).limit(limit)
+            )
+        )
+    table, phrase = fts
+    hits = fts_table(table)
+    text_ids = await db.scalars(
+        query.join(hits, hits.c.rowid == Case.id)
+        .where(text(f"{table} MATCH :phrase").bindparams(phrase=phrase))
+        .order_by(hits.c.rowid.desc())
+        .limit(limit)
+    )
+    name_ids = await db.scalars(
+        query.where(Case.claimant_name_index == vault.blind_index("person_name", q))
+        .order_by(Case.id.desc())
+        .limit(limit)
+    )
+    return sorted(set(text_ids) | set(name_ids), reverse=True)[:limit]
+
+
+def fts_table(name: str) -> Any:
+    from sqlalchemy import column, table
+
+    return table(name, column("rowid"))
+
+
+# Lists count at most this many matches: "more than 1,000" is as useful as an exact figure, and
+# an exact count of a common word would visit every matching case.
+COUNT_CAP = 1000
+LIST_COLUMNS = (
+    Case.id,
+    Case.number,
+    Case.category,
+    Case.complexity,
+    Case.status,
+    Case.respondent_name,
+    Case.amount_fen,
+    Case.close_due,
+    Case.firm_response_due,
+    Case.firm_response,
+)
 
 
 async def list_cases(
     db: AsyncSession, vault: DataVault, who: Identity, filters: CaseFilters
-) -> tuple[list[Case], int]:
-    query = scope(select(Case), who)
+) -> tuple[list[Any], int]:
+    """One page of the cases this person may see (rows of LIST_COLUMNS, not whole cases) and
+    how many match, counted up to COUNT_CAP + 1.
+
+    First the ids in order, up to COUNT_CAP + 1 of them, read from an index that holds the
+    filter's columns; their number is the count. Then the page's rows by id. A search orders
+    by filing, newest first, unless another order is chosen, which then sorts the newest
+    COUNT_CAP + 1 matches.
+    """
+    query = scope(select(Case.id), who)
     today = today_in_china()
     if filters.status:
         query = query.where(Case.status == filters.status)
@@ -1225,17 +1316,28 @@ async def list_cases(
             Case.firm_response.is_(None),
             Case.firm_response_due < today,
         )
-    if filters.q:
-        query = query.where(search_clause(db, vault, filters.q))
-    total = int(await db.scalar(select(func.count()).select_from(query.subquery())) or 0)
     order = SORTS.get(filters.sort, SORTS["-submitted"])
     page = max(1, filters.page)
-    rows = await db.scalars(
-        query.order_by(order, Case.id.desc())
-        .limit(filters.per_page)
-        .offset((page - 1) * filters.per_page)
-    )
-    return list(rows), total
+    offset = (page - 1) * filters.per_page
+    wanted = max(COUNT_CAP + 1, offset + filters.per_page)
+    if filters.q:
+        ids = await _search_ids(db, vault, query, filters.q, wanted)
+        if filters.sort not in ("", "-submitted") and ids:
+            ids = list(
+                await db.scalars(
+                    select(Case.id).where(Case.id.in_(ids)).order_by(order, Case.id.desc())
+                )
+            )
+    else:
+        ids = list(await db.scalars(query.order_by(order, Case.id.desc()).limit(wanted)))
+    total = min(len(ids), COUNT_CAP + 1)
+    page_ids = ids[offset : offset + filters.per_page]
+    if not page_ids:
+        return [], total
+    by_id = {
+        row.id: row for row in await db.execute(select(*LIST_COLUMNS).where(Case.id.in_(page_ids)))
+    }
+    return [by_id[i] for i in page_ids if i in by_id], total
 
 
 NEXT_STEPS: dict[Status, Msg] = {

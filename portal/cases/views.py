@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from portal.evidence.storage import BlobStore
 from portal.i18n import Msg, _l
 from portal.orgs import service as orgs
 from portal.orgs.categories import CATEGORIES
+from portal.orgs.models import Committee, Firm
 from portal.policy import Role
 from portal.web import (
     Form,
@@ -39,6 +41,7 @@ from portal.web import (
     db_session,
     flash,
     identity,
+    is_htmx,
     redirect,
     render,
     require,
@@ -120,21 +123,36 @@ async def case_list(request: Request) -> Response:
         page=_int(params.get("page")) or 1,
     )
     who = identity(request)
+    staff = who.role in (Role.COMMITTEE_ADMIN, Role.PLATFORM_ADMIN)
+    # An htmx update replaces only the results: the filters' options are not needed then.
+    options = staff and not is_htmx(request)
     async with db_session(request) as db:
         rows, total = await service.list_cases(db, request.app.state.vault, who, filters)
-        firms = {f.id: f for f in await orgs.list_firms(db)}
-        staff = who.role in (Role.COMMITTEE_ADMIN, Role.PLATFORM_ADMIN)
-        scope_id = who.committee_id if who.role == Role.COMMITTEE_ADMIN else None
-        mediators = [u for u, _ in await orgs.list_mediators(db, scope_id)] if staff else []
-        committees = await orgs.list_committees(db) if who.role == Role.PLATFORM_ADMIN else []
-    pages = max(1, -(-total // filters.per_page))
+        firms: list[Any] = []
+        mediators: list[Any] = []
+        committees: list[Any] = []
+        if options:
+            firms = list(await db.execute(select(Firm.id, Firm.name).order_by(Firm.name)))
+            mediator_query = select(User.id, User.display_name).where(
+                User.role == Role.MEDIATOR.value
+            )
+            if who.role == Role.COMMITTEE_ADMIN:
+                mediator_query = mediator_query.where(User.committee_id == who.committee_id)
+            mediators = list(await db.execute(mediator_query.order_by(User.id)))
+            if who.role == Role.PLATFORM_ADMIN:
+                committees = list(
+                    await db.execute(select(Committee.id, Committee.name).order_by(Committee.id))
+                )
+    capped = total > service.COUNT_CAP
+    pages = max(1, -(-min(total, service.COUNT_CAP) // filters.per_page))
     query = {k: v for k, v in params.items() if k != "page"}
     return render(
         request,
         "cases/list.html",
         {
             "rows": rows,
-            "total": total,
+            "total": min(total, service.COUNT_CAP),
+            "capped": capped,
             "filters": filters,
             "pages": pages,
             "query": query,

@@ -41,6 +41,10 @@ def _check_link(link: str) -> None:
         raise ValueError("a notification link is a local path such as /cases/12")
 
 
+# A flag in ``AsyncSession.info``: this session queued email or SMS for the delivery worker.
+OUTBOX_PENDING = "jiefen.outbox_pending"
+
+
 async def notify(
     db: AsyncSession,
     user_id: int,
@@ -87,6 +91,8 @@ async def notify(
         )
         db.add(row)
         rows.append(row)
+        if not in_app:
+            db.info[OUTBOX_PENDING] = True  # web.db_session wakes the worker afterwards
     return rows
 
 

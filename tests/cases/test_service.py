@@ -238,3 +238,44 @@ async def test_staff_search_finds_chinese_text(app: Any) -> None:
         assert await search("华夏") == {one.id, two.id}
         assert await search("不存在的词") == set()
     assert re.fullmatch(r"C[A-Z]{3}-\d{4}-00000[12]", one.number or "")
+
+
+async def test_list_counts_up_to_the_cap_and_pages_by_id(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts stop at COUNT_CAP + 1; pages, sorts and short queries still find the right cases."""
+    committee = await make_committee(app)
+    admin = await make_user(app, Role.COMMITTEE_ADMIN, committee=committee)
+    firm = await make_firm(app, name="东方小额贷款")
+    person = await make_user(app, Role.CONSUMER, phone="13500000006")
+    await verify_phone(app, person)
+    made = [
+        await make_case(
+            app, person, firm, facts=f"第{i}笔借款提前还款被收取违约金。", amount_fen=amount
+        )
+        for i, amount in enumerate([300_00, 100_00, 200_00, 400_00])
+    ]
+    state = app.starlette.state
+    who = cases.Identity(user_id=admin.id, role=Role.COMMITTEE_ADMIN, committee_id=committee.id)
+    monkeypatch.setattr(cases, "COUNT_CAP", 2)
+    async with state.db() as db:
+
+        async def listing(**filters: Any) -> tuple[list[int], int]:
+            rows, total = await cases.list_cases(
+                db, state.vault, who, cases.CaseFilters(per_page=2, **filters)
+            )
+            return [row.id for row in rows], total
+
+        newest_first = [c.id for c in reversed(made)]
+        assert await listing() == (newest_first[:2], 3)  # 4 cases, counted as "more than 2"
+        assert await listing(page=2) == (newest_first[2:], 3)
+        assert await listing(q="违约金") == (newest_first[:2], 3)
+        assert await listing(q="违约金", page=2) == (newest_first[2:], 3)
+        assert await listing(q="还款") == (newest_first[:2], 3)  # two characters: pairs
+        # A search sorts its newest COUNT_CAP + 1 matches; a list sorts every case.
+        assert await listing(q="还款", sort="-amount") == ([made[3].id, made[2].id], 3)
+        assert await listing(sort="-amount") == ([made[3].id, made[0].id], 3)
+        assert await listing(q="东") == (newest_first[:2], 3)  # one character: firm name
+        assert await listing(q="西") == ([], 0)
+        assert await listing(q="100%_") == ([], 0)  # LIKE wildcards are literal
+        assert await listing(q="第2笔") == ([made[2].id], 1)
