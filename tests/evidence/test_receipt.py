@@ -41,6 +41,7 @@ from portal.evidence.verify.receipt import (
     make_receipt,
     verify_receipt,
 )
+from tests.evidence.tsa_server import LocalTSA, local_tsa_fixture  # noqa: F401 (local_tsa)
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY_DIR = ROOT / "portal" / "evidence" / "verify"
@@ -386,11 +387,9 @@ def test_unreadable_file(receipt: dict[str, Any], tmp_path: Path) -> None:
 
 
 # --- Timestamps ------------------------------------------------------------------------------
-# TODO(integrator): these tests skip while portal/evidence/verify/timestamp.py is absent, and
-# replace its verify_timestamp with a fake to check how the receipt verifier uses it. Add an
-# end-to-end test with a real token once the TSA test fixture settles (tests/evidence/
-# tsa_server.py's ``local_tsa``): timestamp receipt["checkpoint"].encode(), put the token and
-# chain in the receipt, and run the CLI with --tsa-ca <root PEM>.
+# The tests below replace verify_timestamp with a fake to check how the receipt verifier uses
+# it; test_receipt_with_a_real_timestamp (at the end) uses a real token from the local
+# openssl TSA.
 
 
 @pytest.fixture
@@ -647,3 +646,38 @@ def test_verifier_source_imports() -> None:
                 else:
                     allowed = top in sys.stdlib_module_names or top == "cryptography"
                     assert allowed, f"{path.name}: {name}"
+
+
+async def test_receipt_with_a_real_timestamp(
+    receipt: dict[str, Any], local_tsa: LocalTSA, tmp_path: Path
+) -> None:
+    """A checkpoint timestamped by a real RFC 3161 authority (openssl ts on loopback): the
+    receipt verifies through the API and the CLI with the authority's root, and a receipt
+    whose checkpoint was re-stamped for other bytes does not."""
+    from portal.evidence.tsa import request_timestamp
+
+    token = await request_timestamp(
+        local_tsa.url, receipt["checkpoint"].encode("utf-8"), ca_certs_pem=[local_tsa.root_ca_pem]
+    )
+    stamped = {**receipt, "timestamp": base64.b64encode(token.token_der).decode()}
+    report = verify_receipt(stamped, FILE, [LOG_VKEY], tsa_roots_pem=[local_tsa.root_ca_pem])
+    assert outcome(report) == {**GOOD, "timestamp": True}
+
+    receipt_path, file_path, root_path = (
+        tmp_path / "stamped.json",
+        tmp_path / "f.pdf",
+        tmp_path / "tsa-root.pem",
+    )
+    receipt_path.write_bytes(dump_receipt(stamped))
+    file_path.write_bytes(FILE)
+    root_path.write_bytes(local_tsa.root_ca_pem)
+    done = run_cli(receipt_path, file_path, "--key", LOG_VKEY, "--tsa-ca", root_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.startswith("✓ 时间戳") for line in done.stdout.splitlines())
+
+    other = await request_timestamp(
+        local_tsa.url, b"some other checkpoint\n", ca_certs_pem=[local_tsa.root_ca_pem]
+    )
+    forged = {**receipt, "timestamp": base64.b64encode(other.token_der).decode()}
+    report = verify_receipt(forged, FILE, [LOG_VKEY], tsa_roots_pem=[local_tsa.root_ca_pem])
+    assert report.check("timestamp").ok is False
