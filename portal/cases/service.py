@@ -13,7 +13,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, func, literal_column, or_, select, text, update
+from sqlalchemy import Select, and_, column, func, literal_column, or_, select, text, update
+from sqlalchemy import table as sa_table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -1230,7 +1231,7 @@ async def _search_ids(
             )
         )
     table, phrase = fts
-    hits = fts_table(table)
+    hits = sa_table(table, column("rowid"))
     text_ids = await db.scalars(
         query.join(hits, hits.c.rowid == Case.id)
         .where(text(f"{table} MATCH :phrase").bindparams(phrase=phrase))
@@ -1243,12 +1244,6 @@ async def _search_ids(
         .limit(limit)
     )
     return sorted(set(text_ids) | set(name_ids), reverse=True)[:limit]
-
-
-def fts_table(name: str) -> Any:
-    from sqlalchemy import column, table
-
-    return table(name, column("rowid"))
 
 
 # Lists count at most this many matches: "more than 1,000" is as useful as an exact figure, and
