@@ -23,6 +23,10 @@ from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
 from portal.db import create_engine, create_sessionmaker, session_scope
+from portal.evidence import policy as evidence_policy
+from portal.evidence import service as evidence
+from portal.evidence import views as evidence_views
+from portal.evidence.log import LogSequencer
 from portal.i18n import load_catalogues
 from portal.middleware import (
     CsrfMiddleware,
@@ -78,9 +82,18 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         )
         app.state.outbox = outbox
         outbox.start()
+        sequencer = LogSequencer(
+            app.state.db,
+            app.state.log_key,
+            tsa=app.state.tsa,
+            checkpoint_interval=settings.checkpoint_interval,
+        )
+        app.state.sequencer = sequencer
+        sequencer.start()
         try:
             yield
         finally:
+            await sequencer.stop()
             await outbox.stop()
             await close_socket_server(app.state.sio)
             await engine.dispose()
@@ -91,6 +104,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *accounts_views.routes,
             *orgs_views.routes,
             *cases_views.routes,
+            *evidence_views.routes,
             *notify_views.routes,
             *workdays_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -105,9 +119,15 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     )
     starlette.state.settings = settings
     starlette.state.vault = DataVault(settings.data_key)
+    settings.ensure_dirs()
+    starlette.state.blobs = evidence.blob_store(settings)
+    starlette.state.log_key = evidence.log_key(settings)
+    starlette.state.tsa = evidence.tsa_config(settings)
     starlette.state.catalogues = load_catalogues()
     starlette.state.templates = create_templates(settings)
-    starlette.state.policy = Policy([accounts_policy.RULES, orgs_policy.RULES, cases_policy.RULES])
+    starlette.state.policy = Policy(
+        [accounts_policy.RULES, orgs_policy.RULES, cases_policy.RULES, evidence_policy.RULES]
+    )
 
     async def authenticate(cookie_header: str) -> Welcome | None:
         jar: SimpleCookie = SimpleCookie()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import click
 from alembic import command
 from alembic.config import Config
 
+from portal.db import create_engine, create_sessionmaker
 from portal.policy import Role
 from portal.settings import Settings
 
@@ -65,8 +67,27 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def upgrade_database(settings: Settings, revision: str = "heads") -> None:
+    """Migrate the schema, then the data that follows it: files of the first storage move
+    into the blob store, and materials of numbered cases get their evidence-log leaves."""
     settings.ensure_dirs()
     command.upgrade(alembic_config(settings), revision)
+    if revision == "heads":
+        from portal.evidence.service import blob_store
+        from portal.evidence.storage import migrate_legacy_files
+
+        migrate_legacy_files(settings.storage_dir, settings.data_key, blob_store(settings))
+        asyncio.run(_backfill_leaves(settings))
+
+
+async def _backfill_leaves(settings: Settings) -> None:
+    from portal.evidence.service import backfill_leaves
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await backfill_leaves(session)
+    finally:
+        await engine.dispose()
 
 
 @click.group()
@@ -209,14 +230,14 @@ async def _seed_demo_cases(
     from portal.accounts import service as accounts
     from portal.cases import service as cases
     from portal.cases.models import Case
-    from portal.evidence.storage import BlobStore
+    from portal.evidence.service import blob_store
 
     if await session.scalar(select(func.count(Case.id))):
         return
     consumer = await accounts.find_user_by_login(session, vault, "13800138000")
     admin = await accounts.find_user_by_login(session, vault, "admin@jiefen.example")
     assert consumer is not None and admin is not None
-    store = BlobStore(settings.storage_dir, settings.data_key)
+    store = blob_store(settings)
     for n, spec in enumerate(DEMO_CASES):
         case = await cases.start_draft(
             session,
@@ -251,16 +272,16 @@ async def _seed_demo_cases(
             session, case, consumer, dict.fromkeys(cases.ELIGIBILITY_QUESTIONS, False)
         )
         for kind in ("identity", "contract"):
-            stored = store.put(DEMO_PDF + kind.encode(), f"{kind}.pdf")
+            blob = store.put_bytes(DEMO_PDF + f"{kind} {n}".encode())
             await cases.add_material(
                 session,
                 case,
                 consumer,
                 kind=kind,
-                filename=stored.filename,
-                content_type=stored.content_type,
-                size=stored.size,
-                sha256=stored.sha256,
+                filename=f"{kind}.pdf",
+                content_type="application/pdf",
+                size=blob.size,
+                sha256=blob.sha256,
             )
         case = await cases.submit_case(session, vault, case, consumer)
         if spec["accept"]:
@@ -278,6 +299,110 @@ def demo() -> None:
     click.echo("Demo logins (演示账号) at " + settings.base_url + "/accounts/login")
     for role, login, password in logins:
         click.echo(f"  {role:<16} {login:<26} {password}")
+
+
+@main.group()
+def keys() -> None:
+    """Blob master keys."""
+
+
+@keys.command("new")
+def keys_new() -> None:
+    """Print a new master key entry to add to BLOB_MASTER_KEYS (id:base64)."""
+    from portal.evidence.blobs import generate_master_key
+
+    click.echo(f"k{int(time.time())}:{generate_master_key()}")
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every file's data key under the current master key (BLOB_MASTER_KEY_ID).
+
+    Add the new key to BLOB_MASTER_KEYS (keeping the old one), make it current, run this, then
+    remove the old key. Interrupted runs are finished by running it again."""
+    from portal.evidence.blobs import RotationIncomplete
+    from portal.evidence.service import blob_store
+
+    settings = Settings.from_env()
+    store = blob_store(settings)
+    try:
+        changed = store.rotate()
+    except RotationIncomplete as exc:
+        click.echo(f"re-wrapped {exc.rewrapped} files; {len(exc.failed)} failed:", err=True)
+        for sha, reason in exc.failed.items():
+            click.echo(f"  {sha}: {reason}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"re-wrapped {changed} files under master key {store.current_key_id}")
+
+
+@main.group()
+def evidence() -> None:
+    """The evidence log."""
+
+
+async def _with_session(settings: Settings, work: Any) -> Any:
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+@evidence.command("verify")
+@click.option("--no-files", is_flag=True, help="Skip re-reading the evidence files.")
+def evidence_verify(no_files: bool) -> None:
+    """Recompute every leaf, file hash and tree hash; compare with the signed checkpoints."""
+    from portal.evidence.integrity import verify_log
+    from portal.evidence.service import blob_store, log_key
+
+    settings = Settings.from_env()
+    store = None if no_files else blob_store(settings)
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\r{done:,} / {total:,} leaves", nl=False, err=True)
+
+    result = asyncio.run(
+        _with_session(
+            settings,
+            lambda db: verify_log(db, store, log_key(settings), progress=progress),
+        )
+    )
+    click.echo("", err=True)
+    click.echo(
+        f"{result.leaves:,} leaves, {result.checkpoints} checkpoints, {result.files} files "
+        f"checked in {result.seconds:.1f} s"
+    )
+    if not result.ok:
+        click.echo(f"MISMATCH: {result.problem}")
+        raise SystemExit(1)
+    click.echo("OK: the log, its records and files match the signed checkpoints")
+
+
+@evidence.command("checkpoint")
+def evidence_checkpoint() -> None:
+    """Sequence pending leaves, sign a checkpoint and (if TSA_URL is set) timestamp it."""
+    from portal.evidence.log import checkpoint_now
+    from portal.evidence.service import log_key, tsa_config
+
+    settings = Settings.from_env()
+
+    async def work(db: Any) -> str:
+        checkpoint = await checkpoint_now(db, log_key(settings), tsa_config(settings))
+        if checkpoint is None:
+            return "the log is empty: nothing to sign"
+        stamped = " (timestamped)" if checkpoint.tsa_token else ""
+        return f"{checkpoint.note}{stamped}"
+
+    click.echo(asyncio.run(_with_session(settings, work)))
+
+
+@evidence.command("key")
+def evidence_key() -> None:
+    """Print the log's public key (verifier key) for publication."""
+    from portal.evidence.service import log_key
+
+    click.echo(log_key(Settings.from_env()).vkey)
 
 
 @main.group()

@@ -6,6 +6,7 @@ through environment variables (documented in the README).
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from collections.abc import Mapping
@@ -24,6 +25,21 @@ def _read_or_create_key(path: Path) -> str:
             return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _read_or_create_blob_key(var_dir: Path) -> str:
+    """The development blob master key list (``k1:<base64>``), kept in var/ (mode 0600)."""
+    path = var_dir / "blob_master_keys"
+    if path.exists():
+        value = path.read_text(encoding="ascii").strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(value + "\n")
@@ -57,6 +73,16 @@ class Settings:
     session_absolute_hours: int = 12
     invitation_days: int = 7
     log_level: str = "INFO"
+    # Evidence: blob master keys "id:base64,..." (new blobs use blob_master_key_id), the upload
+    # limit per file, the log's name and signing key, the time-stamping authority.
+    blob_master_keys: str = field(default="", repr=False)
+    blob_master_key_id: str = ""
+    evidence_max_mb: int = 200
+    log_origin: str = ""
+    log_signing_key: str | None = field(default=None, repr=False)
+    tsa_url: str | None = None
+    tsa_ca_file: Path | None = None
+    checkpoint_interval: float = 60.0
 
     @property
     def secure_cookies(self) -> bool:
@@ -66,6 +92,26 @@ class Settings:
     def session_cookie_name(self) -> str:
         # The __Host- prefix makes browsers insist on Secure, Path=/ and no Domain.
         return "__Host-jiefen_session" if self.secure_cookies else "jiefen_session"
+
+    @property
+    def evidence_max_bytes(self) -> int:
+        return self.evidence_max_mb * 1024 * 1024
+
+    @property
+    def current_blob_key_id(self) -> str:
+        """The master key for new blobs: BLOB_MASTER_KEY_ID, else the last one listed."""
+        if self.blob_master_key_id:
+            return self.blob_master_key_id
+        entries = [e for e in self.blob_master_keys.split(",") if e.strip()]
+        return entries[-1].split(":", 1)[0].strip() if entries else ""
+
+    @property
+    def log_name(self) -> str:
+        """The evidence log's origin line (and checkpoint key name)."""
+        if self.log_origin:
+            return self.log_origin
+        host = urlsplit(self.base_url).netloc or "localhost"
+        return f"{host}/evidence-log"
 
     @property
     def is_sqlite(self) -> bool:
@@ -103,6 +149,14 @@ class Settings:
             session_absolute_hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12")),
             invitation_days=int(env.get("INVITATION_DAYS", "7")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),
+            blob_master_key_id=env.get("BLOB_MASTER_KEY_ID", ""),
+            evidence_max_mb=int(env.get("EVIDENCE_MAX_MB", "200")),
+            log_origin=env.get("LOG_ORIGIN", ""),
+            log_signing_key=env.get("LOG_SIGNING_KEY") or None,
+            tsa_url=env.get("TSA_URL") or None,
+            tsa_ca_file=Path(env["TSA_CA_FILE"]) if env.get("TSA_CA_FILE") else None,
+            checkpoint_interval=float(env.get("CHECKPOINT_INTERVAL", "60")),
         )
 
     def ensure_dirs(self) -> None:

@@ -74,8 +74,9 @@ def permits(request: Request, permission: str, resource: object) -> bool:
 
 @asynccontextmanager
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for one view; if it queued email or SMS, the outbox worker is woken
-    afterwards, so they go out at once rather than at the worker's next tick."""
+    """A session for one view; if it queued email or SMS, or wrote evidence-log leaves, the
+    outbox worker or the log's sequencer is woken afterwards, rather than at its next tick."""
+    from portal.evidence.log import LOG_PENDING
     from portal.notify.service import OUTBOX_PENDING
 
     async with session_scope(request.app.state.db) as session:
@@ -83,6 +84,9 @@ async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
     outbox = getattr(request.app.state, "outbox", None)
     if outbox is not None and session.info.pop(OUTBOX_PENDING, False):
         outbox.wake()
+    sequencer = getattr(request.app.state, "sequencer", None)
+    if sequencer is not None and session.info.pop(LOG_PENDING, False):
+        sequencer.wake()
 
 
 async def current_user(request: Request, db: AsyncSession) -> Any:

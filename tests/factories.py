@@ -130,11 +130,10 @@ async def make_draft(
     id_number: str = VALID_ID,
     name: str = "张三",
 ) -> Any:
-    """A complete draft with both required materials (stored as rows; blobs not needed)."""
+    """A complete draft with both required materials (stored in the blob store)."""
     import secrets as _secrets
 
     from portal.cases import service as cases
-    from portal.evidence.storage import BlobStore
 
     state = _state(app)
     async with state.db() as db:
@@ -166,18 +165,17 @@ async def make_draft(
         await cases.save_eligibility(
             db, case, user, dict.fromkeys(cases.ELIGIBILITY_QUESTIONS, False)
         )
-        store = BlobStore(state.settings.storage_dir, state.settings.data_key)
         for kind in ("identity", "contract"):
-            stored = store.put(PDF + kind.encode(), f"{kind}.pdf")
+            blob = state.blobs.put_bytes(PDF + kind.encode() + _secrets.token_bytes(8))
             await cases.add_material(
                 db,
                 case,
                 user,
                 kind=kind,
-                filename=stored.filename,
-                content_type=stored.content_type,
-                size=stored.size,
-                sha256=stored.sha256,
+                filename=f"{kind}.pdf",
+                content_type="application/pdf",
+                size=blob.size,
+                sha256=blob.sha256,
             )
         return case
 

@@ -19,6 +19,8 @@ from starlette.routing import Route
 
 from portal.accounts import service as accounts
 from portal.cases import service as cases
+from portal.cases.models import CaseMaterial
+from portal.evidence.models import LogLeaf
 from portal.notify.models import Notification
 from portal.orgs import service as orgs
 from portal.policy import Role
@@ -91,6 +93,10 @@ async def build_world(app: Any) -> World:
         )
         materials = {m.kind: m.id for m in await cases.materials(db, case_open)}
         draft_material = (await cases.materials(db, draft))[0].id
+        contract = await db.get(CaseMaterial, materials["contract"])
+        assert contract is not None and contract.leaf_id is not None
+        leaf = await db.get(LogLeaf, contract.leaf_id)
+        assert leaf is not None
         notice = await db.scalar(
             select(Notification.id)
             .where(Notification.user_id == people["consumer"].id, Notification.channel == "in_app")
@@ -118,6 +124,7 @@ async def build_world(app: Any) -> World:
             "identity": materials["identity"],
             "contract": materials["contract"],
             "draft_material": draft_material,
+            "leaf_hash": bytes(leaf.hash).hex(),
             "notice": notice,
             "day": day.id,
         },
@@ -301,10 +308,33 @@ CASES = [
     Case(
         "cases.material",
         "GET",
-        only("ok", "consumer", "firm_rep", "mediator", *ADMINS),
+        only("ok", "consumer", "firm_rep", "mediator", "committee_admin"),
         params=lambda w: {"case_id": w.ids["case"], "material_id": w.ids["contract"]},
-        label="a contract",
+        label="a contract (not the platform's operators)",
     ),
+    Case(
+        "evidence.receipt",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"], "material_id": w.ids["contract"]},
+    ),
+    Case(
+        "evidence.receipt_json",
+        "GET",
+        only("ok", "consumer", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"], "material_id": w.ids["identity"]},
+        label="identity papers' receipt: not the firm",
+    ),
+    Case(
+        "evidence.public_receipt",
+        "GET",
+        everyone("ok"),
+        params=lambda w: {"leaf_hash": w.ids["leaf_hash"]},
+    ),
+    Case("evidence.key", "GET", everyone("ok")),
+    Case("evidence.admin", "GET", only("ok", *ADMINS)),
+    Case("evidence.checkpoint", "POST", only("done", *ADMINS)),
+    Case("evidence.verify", "POST", only("done", *ADMINS)),
     Case(
         "cases.material",
         "GET",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime
 from typing import Any
 
@@ -135,9 +136,20 @@ class CaseMaterial(Base):
     filename: Mapped[str] = mapped_column(String(200))
     content_type: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Evidence: what it is, whose it is, and who may see it ("parties": both parties and the
+    # mediator; "mediator": the mediator and the committee only, besides the uploader).
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    party: Mapped[str] = mapped_column(String(12), default="claimant")
+    visibility: Mapped[str] = mapped_column(String(10), default="parties")
+    # Random, in the metadata digest of the leaf, so that the digest cannot be confirmed by
+    # guessing a file name or title; erased with the person's other data.
+    salt: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
+    # The evidence.added leaf, written when the case has a number (at submission for drafts).
+    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"))
 
 
 class CaseCounter(Base):

@@ -41,6 +41,7 @@ from portal.cases.models import (
 from portal.crypto import DataVault
 from portal.db import utcnow
 from portal.errors import DomainError, NotFound
+from portal.evidence import service as evidence
 from portal.i18n import Msg, _l, format_money
 from portal.notify.service import notify
 from portal.orgs.categories import CATEGORIES
@@ -90,10 +91,22 @@ MATERIAL_KINDS: dict[str, Msg] = {
     "contract": _l("Key contract or receipt"),
     "power_of_attorney": _l("Power of attorney"),
     "requested": _l("Requested material"),
+    "evidence": _l("Evidence"),
     "other": _l("Other material"),
 }
 
 PERSONAL_MATERIALS = frozenset({"identity", "power_of_attorney"})
+
+VISIBILITIES: dict[str, Msg] = {
+    "parties": _l("Both parties and the mediator"),
+    "mediator": _l("The mediator only"),
+}
+
+PARTIES: dict[str, Msg] = {
+    "claimant": _l("Claimant"),
+    "respondent": _l("Firm"),
+    "committee": _l("Committee"),
+}
 
 REQUESTABLE_ITEMS: dict[str, Msg] = {
     "identity": _l("A clearer copy of the identity proof"),
@@ -190,6 +203,7 @@ def _event(
     **data: Any,
 ) -> CaseEvent:
     event = CaseEvent(
+        created_at=utcnow(),
         case_id=case.id,
         actor_id=actor_id,
         kind=kind,
@@ -203,14 +217,15 @@ def _event(
     return event
 
 
-def _move(
+async def _move(
     db: AsyncSession, case: Case, actor: User, transition: Transition, reason: str = "", **data: Any
 ) -> None:
-    """Apply a transition the caller has checked: status, timeline and audit together."""
+    """Apply a transition the caller has checked: status, timeline, audit and, once the case
+    has a number, its evidence-log leaf, all in the caller's transaction."""
     before = case.status
     case.status = transition.target.value
     case.updated_at = utcnow()
-    _event(
+    event = _event(
         db,
         case,
         actor.id,
@@ -222,6 +237,8 @@ def _move(
         **data,
     )
     record(db, actor.id, f"case.{transition.name}", "case", case.id, **{"from": before})
+    if case.number:
+        await evidence.log_event(db, case, event)
 
 
 def _check(case: Case, who: Identity, name: str, reason: str = "") -> Transition:
@@ -466,6 +483,56 @@ async def save_eligibility(
     return ineligible_reasons(case)
 
 
+def party_of_uploader(case: Case, actor: User) -> str:
+    """Whose evidence an upload is: the claimant's side, the firm's, or the committee's."""
+    if actor.role == Role.FIRM_REP:
+        return "respondent"
+    if actor.id == case.filer_id:
+        return "claimant"
+    return "committee"
+
+
+@dataclass(frozen=True)
+class NewMaterial:
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    title: str = ""
+
+
+async def add_materials(
+    db: AsyncSession,
+    case: Case,
+    actor: User,
+    files: Sequence[NewMaterial],
+    *,
+    kind: str,
+    description: str = "",
+    visibility: str = "parties",
+) -> list[CaseMaterial]:
+    """Attach several stored files at once: all are added, or none (one commit)."""
+    added = [
+        await add_material(
+            db,
+            case,
+            actor,
+            kind=kind,
+            filename=f.filename,
+            content_type=f.content_type,
+            size=f.size,
+            sha256=f.sha256,
+            title=f.title,
+            description=description,
+            visibility=visibility,
+            commit=False,
+        )
+        for f in files
+    ]
+    await db.commit()
+    return added
+
+
 async def add_material(
     db: AsyncSession,
     case: Case,
@@ -476,9 +543,31 @@ async def add_material(
     content_type: str,
     size: int,
     sha256: str,
+    title: str = "",
+    description: str = "",
+    visibility: str = "parties",
+    commit: bool = True,
 ) -> CaseMaterial:
+    """Attach a stored file to the case; once the case has a number, its evidence.added leaf
+    is written in the same transaction. The same file twice in a case is refused."""
     if kind not in MATERIAL_KINDS:
         raise DomainError(_l("Choose one of the options."), field="kind")
+    if visibility not in VISIBILITIES:
+        raise DomainError(_l("Choose one of the options."), field="visibility")
+    title, description = title.strip(), description.strip()
+    if len(title) > 200 or len(description) > 2000:
+        raise DomainError(_l("The title or description is too long."), field="title")
+    same = await db.scalar(
+        select(CaseMaterial).where(CaseMaterial.case_id == case.id, CaseMaterial.sha256 == sha256)
+    )
+    if same is not None:
+        raise DomainError(
+            _l(
+                "This file is already in the case as “{name}”.",
+                name=same.title or same.filename,
+            ),
+            field="file",
+        )
     material = CaseMaterial(
         case_id=case.id,
         kind=kind,
@@ -487,9 +576,16 @@ async def add_material(
         size=size,
         sha256=sha256,
         uploaded_by_id=actor.id,
+        created_at=utcnow(),
+        title=title,
+        description=description,
+        party=party_of_uploader(case, actor),
+        visibility=visibility,
     )
     db.add(material)
     await db.flush()
+    if case.number:
+        await evidence.log_material(db, case, material)
     if case.status != Status.DRAFT:
         _event(
             db,
@@ -502,8 +598,17 @@ async def add_material(
             material_id=material.id,
         )
     record(db, actor.id, "case.material_add", "case", case.id, material=material.id, kind=kind)
-    await db.commit()
+    if commit:
+        await db.commit()
     return material
+
+
+async def referenced_blobs(db: AsyncSession, shas: set[str]) -> list[str]:
+    """Which of these file hashes some material refers to."""
+    rows = await db.scalars(
+        select(CaseMaterial.sha256).where(CaseMaterial.sha256.in_(sorted(shas))).distinct()
+    )
+    return list(rows)
 
 
 async def remove_material(db: AsyncSession, case: Case, actor: User, material_id: int) -> str:
@@ -607,7 +712,9 @@ async def submit_case(db: AsyncSession, vault: DataVault, case: Case, filer: Use
     duplicate = await likely_duplicate(db, case)
     case.duplicate_of_id = duplicate.id if duplicate else None
     case.submitted_at = now
-    _move(db, case, filer, transition, number=case.number)
+    await _move(db, case, filer, transition, number=case.number)
+    for material in await materials(db, case):
+        await evidence.log_material(db, case, material)
     await _tell(
         db,
         await _committee_staff(db, case.committee_id),
@@ -680,7 +787,7 @@ async def accept_case(db: AsyncSession, case: Case, actor: User) -> Case:
     case.firm_response_due = calendar.add_working_days(today, rules.firm_response_days)
     days = rules.simple_close_days if case.complexity == "simple" else rules.complex_close_days
     case.close_due = calendar.add_working_days(today, days)
-    _move(db, case, actor, transition, complexity=case.complexity)
+    await _move(db, case, actor, transition, complexity=case.complexity)
     number = case.number or ""
     await notify(
         db,
@@ -715,7 +822,7 @@ async def reject_case(
     name = "mark_ineligible" if ineligible else "reject"
     transition = _check(case, _identity(actor), name, reason)
     case.closed_at = utcnow()
-    _move(db, case, actor, transition, reason)
+    await _move(db, case, actor, transition, reason)
     number = case.number or ""
     await notify(
         db,
@@ -741,7 +848,7 @@ async def request_material(
     if case.status == Status.SUBMITTED:
         transition = _check(case, who, "request_info", note or "-")
         case.requested_items = items
-        _move(db, case, actor, transition, note, items=items)
+        await _move(db, case, actor, transition, note, items=items)
     else:
         parties = parties_of(case, who)
         if not parties & {Party.STAFF, Party.MEDIATOR} or case.status not in (
@@ -777,7 +884,7 @@ async def provide_material(db: AsyncSession, case: Case, actor: User, note: str 
         raise DomainError(_l("This action is not possible in the case's current state."))
     if case.status == Status.NEEDS_INFO:
         transition = _check(case, who, "provide_info")
-        _move(db, case, actor, transition, note, items=case.requested_items)
+        await _move(db, case, actor, transition, note, items=case.requested_items)
     else:
         _event(db, case, actor.id, "provided", body=note, visibility="claimant")
         record(db, actor.id, "case.provide_material", "case", case.id)
@@ -876,7 +983,7 @@ async def assign_mediator(
     if case.status == Status.ACCEPTED:
         transition = _check(case, who, "assign")
         case.mediator_id = mediator_id
-        _move(db, case, actor, transition, note, mediator_id=mediator_id)
+        await _move(db, case, actor, transition, note, mediator_id=mediator_id)
     elif Party.STAFF in parties_of(case, who) and case.status in (
         Status.ASSIGNED,
         Status.IN_MEDIATION,
@@ -1026,8 +1133,11 @@ async def respond_as_firm(
         raise DomainError(_l("Give a reason."), field="terms")
     case.firm_response, case.firm_offer_fen, case.firm_terms = kind, offer_fen, terms.strip()
     case.firm_responded_at = utcnow()
-    _event(db, case, actor.id, "response", body=terms.strip(), response=kind, offer_fen=offer_fen)
+    event = _event(
+        db, case, actor.id, "response", body=terms.strip(), response=kind, offer_fen=offer_fen
+    )
     record(db, actor.id, "case.firm_response", "case", case.id, response=kind)
+    await evidence.log_event(db, case, event)
     await _tell(
         db,
         [case.filer_id, case.mediator_id, *await _committee_staff(db, case.committee_id)],
@@ -1052,7 +1162,7 @@ async def apply_transition(
     transition = _check(case, _identity(actor), name, reason)
     if transition.target in (Status.CLOSED, Status.WITHDRAWN):
         case.closed_at = utcnow()
-    _move(db, case, actor, transition, reason)
+    await _move(db, case, actor, transition, reason)
     number: str | dict[str, str] = case.number or {"msgid": _l("(draft)").msgid}
     status = {"msgid": STATUS_LABELS[transition.target].msgid}
     await _tell(

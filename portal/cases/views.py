@@ -6,11 +6,10 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -29,7 +28,9 @@ from portal.cases.lifecycle import STATUS_LABELS, Party, Status
 from portal.cases.models import Case
 from portal.cases.policy import CASES
 from portal.errors import DomainError, NotFound
-from portal.evidence.storage import BlobStore
+from portal.evidence import upload
+from portal.evidence import views as evidence_views
+from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
 from portal.orgs import service as orgs
 from portal.orgs.categories import CATEGORIES
@@ -66,6 +67,8 @@ CHOICES = {
     "responses": service.RESPONSES,
     "status_labels": STATUS_LABELS,
     "personal_materials": service.PERSONAL_MATERIALS,
+    "party_labels": service.PARTIES,
+    "visibilities": service.VISIBILITIES,
     "step_titles": STEP_TITLES,
     "steps": WIZARD_STEPS,
 }
@@ -74,11 +77,6 @@ CHOICES = {
 def _user(request: Request) -> User:
     user: User = request.state.user
     return user
-
-
-def _store(request: Request) -> BlobStore:
-    settings = request.app.state.settings
-    return BlobStore(settings.storage_dir, settings.data_key)
 
 
 async def _load(request: Request, db: Any, permission: str = "view") -> Case:
@@ -299,6 +297,7 @@ async def edit_case(request: Request) -> Response:
             "missing": missing,
             "duplicate": duplicate,
             "ineligible": ineligible,
+            "max_mb": request.app.state.settings.evidence_max_mb,
             **CHOICES,
         },
         status_code=400 if form.errors else 200,
@@ -324,12 +323,12 @@ async def submit_case(request: Request) -> Response:
 
 
 async def upload_material(request: Request) -> Response:
+    """Files for a case, streamed into the blob store as they arrive (one or many, or a ZIP of
+    them); all are added with their evidence-log leaves in one transaction, or none is kept."""
     user = _user(request)
+    state = request.app.state
     async with db_session(request) as db:
         case = await _load(request, db, "upload")
-        data = await request.form(max_files=1, max_fields=10)
-        upload = data.get("file")
-        kind = str(data.get("kind", ""))
         back = (
             redirect(request, "cases.edit", case_id=case.id, step="materials")
             if case.status == Status.DRAFT
@@ -337,49 +336,65 @@ async def upload_material(request: Request) -> Response:
         )
         if case.status in (Status.CLOSED, Status.WITHDRAWN, Status.REJECTED, Status.INELIGIBLE):
             return flash(request, back, _l("This case is no longer open."), "error")
-        if not isinstance(upload, UploadFile):
-            return flash(request, back, _l("Choose a file to upload."), "error")
+        files: list[upload.ReceivedFile] = []
         try:
-            if kind not in service.MATERIAL_KINDS:
-                raise DomainError(_l("Choose one of the options."), field="kind")
-            stored = await _store(request).save_upload(upload)
-            await service.add_material(
+            received = await upload.receive(
+                request.stream(),
+                request.headers.get("content-type", ""),
+                state.blobs,
+                max_file_bytes=state.settings.evidence_max_bytes,
+            )
+            files = list(received.files)
+            for archive in [f for f in files if f.kind.name == "zip"]:
+                files.remove(archive)
+                files.extend(
+                    await upload.expand_zip(
+                        state.blobs, archive, max_file_bytes=state.settings.evidence_max_bytes
+                    )
+                )
+            if not files:
+                raise DomainError(_l("Choose a file to upload."), field="file")
+            kind = received.first("kind", "evidence")
+            title = received.first("title").strip()
+            await service.add_materials(
                 db,
                 case,
                 user,
+                [
+                    service.NewMaterial(
+                        filename=f.filename,
+                        content_type=f.kind.content_type,
+                        size=f.blob.size,
+                        sha256=f.blob.sha256,
+                        title=title if len(files) == 1 else "",
+                    )
+                    for f in files
+                ],
                 kind=kind,
-                filename=stored.filename,
-                content_type=stored.content_type,
-                size=stored.size,
-                sha256=stored.sha256,
+                description=received.first("description"),
+                visibility=received.first("visibility", "parties"),
             )
         except DomainError as exc:
+            await db.rollback()
+            await _discard_unreferenced(db, state.blobs, files)
             return flash(request, back, exc.message, "error")
-        finally:
-            await upload.close()
-    return flash(request, back, _l("File uploaded."))
+        except BaseException:
+            await db.rollback()
+            await _discard_unreferenced(db, state.blobs, files)
+            raise
+    if len(files) == 1:
+        return flash(request, back, _l("File uploaded."))
+    return flash(request, back, _l("{n} files uploaded.", n=len(files)))
 
 
-async def download_material(request: Request) -> Response:
-    async with db_session(request) as db:
-        case = await _load(request, db)
-        material = await service.get_material(db, case, request.path_params["material_id"])
-        if material.kind in service.PERSONAL_MATERIALS:
-            # Identity papers: the filer, the committee and the mediator only, not the firm.
-            require(request, "view_identity", case)
-    data = _store(request).read(material.sha256)
-    viewable = (
-        material.content_type.startswith("image/") or material.content_type == "application/pdf"
-    )
-    disposition = "inline" if viewable else "attachment"
-    return Response(
-        data,
-        media_type=material.content_type,
-        headers={
-            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(material.filename)}",
-            "Cache-Control": "private, no-store",
-        },
-    )
+async def _discard_unreferenced(db: Any, store: Any, files: list[upload.ReceivedFile]) -> None:
+    """Delete the blobs this upload created, unless a concurrent upload of the same content
+    has committed a reference to one meanwhile."""
+    created = {f.blob.sha256 for f in files if f.blob.created}
+    if not created:
+        return
+    referenced = set(await service.referenced_blobs(db, created))
+    await upload.discard_files(store, [f for f in files if f.blob.sha256 not in referenced])
 
 
 async def delete_material(request: Request) -> Response:
@@ -417,6 +432,8 @@ async def case_detail(request: Request) -> Response:
             "claimant": service.claimant_of(request.app.state.vault, case),
             "today": service.today_in_china(),
             "service_next_step": service.next_step,
+            "evidence_item": lambda m: Item(m, case),
+            "max_mb": request.app.state.settings.evidence_max_mb,
             **CHOICES,
         },
         block="live",
@@ -649,7 +666,9 @@ routes = [
     Route("/cases/{case_id:int}/submit", submit_case, methods=["POST"], name="cases.submit"),
     Route("/cases/{case_id:int}/materials", upload_material, methods=["POST"], name="cases.upload"),
     Route(
-        "/cases/{case_id:int}/materials/{material_id:int}", download_material, name="cases.material"
+        "/cases/{case_id:int}/materials/{material_id:int}",
+        evidence_views.evidence_file,
+        name="cases.material",
     ),
     Route(
         "/cases/{case_id:int}/materials/{material_id:int}/delete",

@@ -130,7 +130,9 @@ async def test_consumer_files_and_the_case_moves_to_the_firm(
         or wrong_type.status_code == 303
     )
     assert (await upload(client, case.id, "identity", "身份证.png", PNG)).status_code == 303
-    assert (await upload(client, case.id, "contract", "../../etc/合同.pdf", PDF)).status_code == 303
+    traversal = await upload(client, case.id, "contract", "../../etc/合同.pdf", PDF)
+    assert "文件夹" in (await client.get(traversal.headers["location"])).text
+    assert (await upload(client, case.id, "contract", "合同.pdf", PDF)).status_code == 303
     await verify_phone_over_http(app, client, "13912345678")
     review = await client.get(f"{base}/review")
     assert 'data-testid="missing"' not in review.text, review.text

@@ -353,7 +353,7 @@ def _parse(receipt: object) -> _Receipt:
     token = None if token_field is None else _b64(token_field, "timestamp")
     if token is not None and not token:
         raise _Malformed("timestamp is empty")
-    certificates = data.get("tsa_certificates") or []
+    certificates = data.get("tsa_certificates", [])
     if not isinstance(certificates, list) or not all(isinstance(c, str) for c in certificates):
         raise _Malformed("tsa_certificates must be a list of PEM strings")
     return _Receipt(
@@ -517,7 +517,11 @@ def _check_file(leaf: Leaf | None, file: FileInput | None) -> Check:
             f"The file could not be read: {exc.strerror or exc}.",
             f"无法读取文件（技术细节：{exc.strerror or exc}）。",
         )
-    if not hmac.compare_digest(actual, expected) or size != expected_size:
+    # Compared as bytes: a hostile leaf of another type may hold any text in body.sha256.
+    if (
+        not hmac.compare_digest(actual.encode(), expected.encode("utf-8", "replace"))
+        or size != expected_size
+    ):
         return Check(
             "file",
             False,

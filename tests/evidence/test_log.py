@@ -1,0 +1,307 @@
+"""The evidence log in the database (both backends): sequencing, proofs, checkpoints, receipts,
+case chains, erasure, and full verification finding each kind of tampering."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from portal.cases.models import Case, CaseEvent, CaseMaterial
+from portal.evidence import log, tlog
+from portal.evidence.checkpoints import CheckpointRefused
+from portal.evidence.integrity import verify_log
+from portal.evidence.models import LogCheckpoint, LogHash, LogHead, LogLeaf
+from portal.evidence.service import forget_person
+from portal.evidence.verify.leaf import decode_leaf, leaf_hash_hex
+from portal.evidence.verify.note import open_checkpoint
+from portal.evidence.verify.proofs import verify_consistency, verify_inclusion
+from portal.evidence.verify.receipt import verify_receipt
+from portal.policy import Role
+from tests.evidence.tsa_server import LocalTSA, local_tsa_fixture  # noqa: F401 (local_tsa)
+from tests.factories import make_case, make_committee, make_firm, make_user, verify_phone
+
+PHONES = itertools.count(1)
+
+
+def _state(app: Any) -> Any:
+    return app.starlette.state
+
+
+async def _numbered_case(app: Any, status: str = "assigned") -> Case:
+    committee = await make_committee(app)
+    await make_user(app, Role.COMMITTEE_ADMIN, committee=committee)
+    await make_user(app, Role.MEDIATOR, committee=committee)
+    firm = await make_firm(app)
+    person = await make_user(app, Role.CONSUMER, phone=f"1370000{next(PHONES):04d}")
+    await verify_phone(app, person)
+    case: Case = await make_case(app, person, firm, status=status)
+    return case
+
+
+async def test_concurrent_appends_share_commits_and_match_an_independent_tree(app: Any) -> None:
+    state = _state(app)
+    writer = log.LogWriter(state.db, limit=64)
+    indexes = await asyncio.gather(*(writer.append("minutes", {"n": n}) for n in range(300)))
+    assert sorted(indexes) == list(range(300))
+    memory = tlog.MemoryHashStore()
+    async with state.db() as db:
+        leaves = (await db.scalars(select(LogLeaf).order_by(LogLeaf.seq))).all()
+        memory.append(bytes(leaf.data) for leaf in leaves)
+        size, root = await log.head_of(db)
+        assert size == 300 and root == memory.tree_hash()
+        reader = log.DbHashReader(db)
+        for index in (0, 1, 127, 128, 255, 299):
+            proof = await tlog.prove_record_async(size, index, reader)
+            assert proof == memory.prove_record(size, index)
+            assert verify_inclusion(index, size, bytes(leaves[index].hash), proof, root)
+        for old in (1, 64, 100, 299):
+            proof = await tlog.prove_tree_async(size, old, reader)
+            assert verify_consistency(old, size, memory.tree_hash(old), root, proof)
+
+
+async def test_a_case_is_a_chain_and_every_material_has_a_receipt(app: Any) -> None:
+    state = _state(app)
+    case = await _numbered_case(app)
+    async with state.db() as db:
+        await log.integrate_all(db)
+        leaves = (
+            await db.scalars(select(LogLeaf).where(LogLeaf.case_id == case.id).order_by(LogLeaf.id))
+        ).all()
+        types = [leaf.type for leaf in leaves]
+        # submit, its two materials, accept, assign
+        assert types == [
+            "case.transition",
+            "evidence.added",
+            "evidence.added",
+            "case.transition",
+            "case.transition",
+        ]
+        prev = None
+        for leaf in leaves:
+            decoded = decode_leaf(bytes(leaf.data))
+            assert decoded.case == case.number and decoded.prev == prev
+            assert leaf.seq is not None
+            prev = leaf_hash_hex(bytes(leaf.data))
+        # No personal data in any leaf.
+        for leaf in leaves:
+            text = bytes(leaf.data).decode()
+            assert "张三" not in text and "identity.pdf" not in text
+        materials = (
+            await db.scalars(select(CaseMaterial).where(CaseMaterial.case_id == case.id))
+        ).all()
+        for material in materials:
+            assert material.leaf_id is not None
+            receipt = await log.make_leaf_receipt(db, material.leaf_id, state.log_key)
+            content = state.blobs.read_all(material.sha256)
+            report = verify_receipt(receipt, content, [state.log_key.vkey])
+            assert report.ok and report.trusted, report.verdict()
+            other = verify_receipt(receipt, content + b"x", [state.log_key.vkey])
+            assert not other.ok and other.check("file").ok is False
+
+
+async def test_a_receipt_carries_the_authoritys_timestamp(app: Any, local_tsa: LocalTSA) -> None:
+    state = _state(app)
+    writer = log.LogWriter(state.db)
+    index = await writer.append("minutes", {"n": 1})
+    tsa = log.TsaConfig(local_tsa.url, [local_tsa.root_ca_pem])
+    async with state.db() as db:
+        leaf = await db.scalar(select(LogLeaf).where(LogLeaf.seq == index))
+        assert leaf is not None
+        receipt = await log.make_leaf_receipt(db, leaf.id, state.log_key, tsa)
+        checkpoint = await db.scalar(select(LogCheckpoint).order_by(LogCheckpoint.id.desc()))
+    assert checkpoint is not None and checkpoint.tsa_token and checkpoint.tsa_time
+    assert "timestamp" in receipt
+    report = verify_receipt(
+        receipt, None, [state.log_key.vkey], tsa_roots_pem=[local_tsa.root_ca_pem]
+    )
+    assert report.check("timestamp").ok is True, report.verdict()
+
+
+async def test_a_dead_authority_is_recorded_and_the_log_goes_on(app: Any) -> None:
+    state = _state(app)
+    await log.LogWriter(state.db).append("minutes", {"n": 1})
+    tsa = log.TsaConfig("http://127.0.0.1:9/tsr", [], timeout=2)
+    async with state.db() as db:
+        checkpoint = await log.checkpoint_now(db, state.log_key, tsa)
+    assert checkpoint is not None and checkpoint.tsa_token is None
+    assert "127.0.0.1:9" in checkpoint.tsa_error
+
+
+async def test_checkpoints_are_consistent_and_a_rewritten_log_is_not_signed(app: Any) -> None:
+    state = _state(app)
+    writer = log.LogWriter(state.db)
+    key = state.log_key
+    for n in range(5):
+        await writer.append("minutes", {"n": n})
+    async with state.db() as db:
+        first = await log.sign_checkpoint(db, key)
+        assert first is not None and first.size == 5
+        again = await log.sign_checkpoint(db, key)
+        assert again is not None and again.id == first.id  # nothing new: no new checkpoint
+    for n in range(5, 9):
+        await writer.append("minutes", {"n": n})
+    async with state.db() as db:
+        second = await log.sign_checkpoint(db, key)
+        assert second is not None and second.size == 9
+        for cp in (first, second):
+            parsed, _ = open_checkpoint(cp.note, [key.verifier])
+            assert parsed.size == cp.size
+        # Someone rewrites history: the hash of leaves 0-7 changes, and the log moves on.
+        await db.execute(
+            update(LogHash)
+            .where(LogHash.position == tlog.stored_hash_index(3, 0))
+            .values(hash=os.urandom(32))
+        )
+        await db.commit()
+    await writer.append("minutes", {"n": 9})
+    async with state.db() as db:
+        with pytest.raises(CheckpointRefused):
+            await log.sign_checkpoint(db, key)
+
+
+async def test_full_verification_passes_and_survives_erasure(app: Any) -> None:
+    state = _state(app)
+    case = await _numbered_case(app)
+    async with state.db() as db:
+        await log.checkpoint_now(db, state.log_key)
+        result = await verify_log(db, state.blobs, state.log_key)
+        assert result.ok, result.problem
+        assert result.leaves == 5 and result.files == 2 and result.checkpoints == 1
+        material = await db.scalar(
+            select(CaseMaterial).where(CaseMaterial.case_id == case.id).limit(1)
+        )
+        assert material is not None and material.uploaded_by_id is not None and material.leaf_id
+        receipt_before = await log.make_leaf_receipt(db, material.leaf_id, state.log_key)
+        assert await forget_person(db, material.uploaded_by_id)
+        await db.commit()
+        result = await verify_log(db, state.blobs, state.log_key)
+        assert result.ok, result.problem
+        receipt_after = await log.make_leaf_receipt(db, material.leaf_id, state.log_key)
+        assert receipt_after["leaf"] == receipt_before["leaf"]
+        assert verify_receipt(receipt_after, None, [state.log_key.vkey]).ok
+
+
+async def _verified_case(app: Any) -> tuple[Any, Case]:
+    state = _state(app)
+    case = await _numbered_case(app)
+    async with state.db() as db:
+        await log.checkpoint_now(db, state.log_key)
+        assert (await verify_log(db, state.blobs, state.log_key, record=False)).ok
+    return state, case
+
+
+async def _problem(state: Any) -> str:
+    async with state.db() as db:
+        result = await verify_log(db, state.blobs, state.log_key)
+    assert not result.ok
+    return result.problem
+
+
+async def test_a_changed_row_is_found_and_named(app: Any) -> None:
+    state, case = await _verified_case(app)
+    async with state.db() as db:
+        material = await db.scalar(
+            select(CaseMaterial).where(CaseMaterial.case_id == case.id).order_by(CaseMaterial.id)
+        )
+        assert material is not None
+        material.filename = "forged.pdf"
+        await db.commit()
+    problem = await _problem(state)
+    assert f"evidence item {material.id}" in problem and case.number in problem
+    assert "metadata" in problem
+
+
+async def test_a_changed_timeline_event_is_found(app: Any) -> None:
+    state, case = await _verified_case(app)
+    async with state.db() as db:
+        event = await db.scalar(
+            select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.to_status == "accepted")
+        )
+        assert event is not None
+        event.to_status = "rejected"
+        await db.commit()
+    problem = await _problem(state)
+    assert f"timeline event {event.id}" in problem and "to" in problem
+
+
+async def test_a_flipped_byte_in_a_file_is_found(app: Any) -> None:
+    state, case = await _verified_case(app)
+    async with state.db() as db:
+        material = await db.scalar(
+            select(CaseMaterial).where(CaseMaterial.case_id == case.id).order_by(CaseMaterial.id)
+        )
+    assert material is not None
+    path = state.blobs.path(material.sha256)
+    raw = bytearray(path.read_bytes())
+    raw[-20] ^= 0x01
+    path.write_bytes(bytes(raw))
+    problem = await _problem(state)
+    assert f"evidence item {material.id}" in problem
+    assert "file" in problem
+
+
+async def test_reordered_leaves_are_found(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    async with state.db() as db:
+        one = await db.scalar(select(LogLeaf).where(LogLeaf.seq == 1))
+        two = await db.scalar(select(LogLeaf).where(LogLeaf.seq == 2))
+        assert one is not None and two is not None
+        one.seq = None
+        await db.flush()
+        two.seq = 1
+        await db.flush()
+        one.seq = 2
+        await db.commit()
+    problem = await _problem(state)
+    assert problem.startswith("leaf 1")
+
+
+async def test_a_truncated_log_is_found(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    async with state.db() as db:
+        await db.execute(update(CaseMaterial).values(leaf_id=None))
+        await db.execute(delete(LogLeaf).where(LogLeaf.seq >= 3))
+        await db.execute(delete(LogHash).where(LogHash.position >= tlog.stored_hash_index(0, 3)))
+        head = await db.get(LogHead, log.HEAD_ID)
+        assert head is not None
+        head.size = 3
+        head.root = await tlog.tree_hash_async(3, log.DbHashReader(db))
+        await db.commit()
+    problem = await _problem(state)
+    # The materials lost their leaves' link first; with it restored, the cut is named.
+    assert "leaf 1" in problem or "cut short" in problem
+
+
+async def test_a_replaced_checkpoint_is_found(app: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    state, _case = await _verified_case(app)
+    forger = log.LogKey(state.log_key.origin, Ed25519PrivateKey.generate())
+    async with state.db() as db:
+        checkpoint = await db.scalar(select(LogCheckpoint))
+        assert checkpoint is not None
+        from portal.evidence.checkpoints import CheckpointSigner
+
+        signed = CheckpointSigner(forger.private_key, forger.origin).sign(
+            checkpoint.size, bytes(checkpoint.root)
+        )
+        checkpoint.note = signed.note
+        await db.commit()
+    problem = await _problem(state)
+    assert f"checkpoint {checkpoint.id}" in problem and "signature" in problem
+
+
+async def test_a_changed_leaf_is_found(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    async with state.db() as db:
+        leaf = await db.scalar(select(LogLeaf).where(LogLeaf.seq == 3))
+        assert leaf is not None
+        leaf.data = bytes(leaf.data).replace(b'"accepted"', b'"rejected"')
+        await db.commit()
+    problem = await _problem(state)
+    assert problem.startswith("leaf 3")
