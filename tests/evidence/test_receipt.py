@@ -681,3 +681,36 @@ async def test_receipt_with_a_real_timestamp(
     forged = {**receipt, "timestamp": base64.b64encode(other.token_der).decode()}
     report = verify_receipt(forged, FILE, [LOG_VKEY], tsa_roots_pem=[local_tsa.root_ca_pem])
     assert report.check("timestamp").ok is False
+
+
+def test_a_hostile_non_evidence_leaf_with_a_text_hash_does_not_crash() -> None:
+    """A leaf of another type may carry any text as body.sha256: the verifier must report,
+    not raise (found while writing docs/evidence-verification.md)."""
+    hostile = encode_leaf(
+        "recording",
+        {"sha256": "沒有", "size": 3},
+        case="SZ-2026-000001",
+        prev=None,
+        time=datetime(2026, 5, 1, tzinfo=UTC),
+    )
+    store = MemoryHashStore()
+    store.append([hostile])
+    signer = CheckpointSigner(LOG_KEY, ORIGIN)
+    signed = signer.sign(1, store.tree_hash())
+    forged = make_receipt(
+        leaf=hostile,
+        index=0,
+        tree_size=1,
+        inclusion_proof=[],
+        checkpoint=signed.note,
+        log_public_key=LOG_VKEY,
+        case="SZ-2026-000001",
+    )
+    report = verify_receipt(forged, b"abc", [LOG_VKEY])
+    assert report.check("file").ok is False
+
+
+@pytest.mark.parametrize("value", [False, 0, "", {}])
+def test_falsy_tsa_certificates_are_malformed(receipt: dict[str, Any], value: object) -> None:
+    report = verify_receipt({**receipt, "tsa_certificates": value}, FILE, [LOG_VKEY])
+    assert report.check("format").ok is False
