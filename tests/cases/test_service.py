@@ -235,6 +235,7 @@ async def test_staff_search_finds_chinese_text(app: Any) -> None:
         assert await search("年费") == {two.id}
         assert await search("王小明") == {one.id}  # exact name through the blind index
         assert await search(one.number or "") == {one.id}
+        assert await search((one.number or "").lower()) == {one.id}  # Latin: any case
         assert await search("华夏") == {one.id, two.id}
         assert await search("不存在的词") == set()
     assert re.fullmatch(r"C[A-Z]{3}-\d{4}-00000[12]", one.number or "")
@@ -279,3 +280,10 @@ async def test_list_counts_up_to_the_cap_and_pages_by_id(
         assert await listing(q="西") == ([], 0)
         assert await listing(q="100%_") == ([], 0)  # LIKE wildcards are literal
         assert await listing(q="第2笔") == ([made[2].id], 1)
+        # PostgreSQL searches the newest ids first, then the rest: the seam changes nothing.
+        for recent in (1, 2, 3):
+            monkeypatch.setattr(cases, "RECENT_SLICE", recent)
+            assert await listing(q="违约金") == (newest_first[:2], 3)
+            assert await listing(q="违约金", page=2) == (newest_first[2:], 3)
+            assert await listing(q="第1笔") == ([made[1].id], 1)
+            assert await listing(q="DFXD") == ([], 0)  # Latin letters: case-blind
