@@ -592,8 +592,8 @@ async def add_material(
             case,
             actor.id,
             "material",
-            body=filename,
-            visibility="all",
+            body=title or filename,
+            visibility=_material_event_visibility(material),
             kind_=kind,
             material_id=material.id,
         )
@@ -601,6 +601,16 @@ async def add_material(
     if commit:
         await db.commit()
     return material
+
+
+def _material_event_visibility(material: CaseMaterial) -> str:
+    """Who sees "file added" on the timeline: whoever may see the file itself."""
+    hidden = material.visibility == "mediator"
+    if material.party == "respondent":
+        return "firm" if hidden else "all"
+    if material.party == "claimant":
+        return "claimant" if hidden or material.kind in PERSONAL_MATERIALS else "all"
+    return "staff" if hidden else ("claimant" if material.kind in PERSONAL_MATERIALS else "all")
 
 
 async def referenced_blobs(db: AsyncSession, shas: set[str]) -> list[str]:

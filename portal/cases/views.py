@@ -337,6 +337,7 @@ async def upload_material(request: Request) -> Response:
         if case.status in (Status.CLOSED, Status.WITHDRAWN, Status.REJECTED, Status.INELIGIBLE):
             return flash(request, back, _l("This case is no longer open."), "error")
         files: list[upload.ReceivedFile] = []
+        archives: list[upload.ReceivedFile] = []
         try:
             received = await upload.receive(
                 request.stream(),
@@ -347,6 +348,7 @@ async def upload_material(request: Request) -> Response:
             files = list(received.files)
             for archive in [f for f in files if f.kind.name == "zip"]:
                 files.remove(archive)
+                archives.append(archive)
                 files.extend(
                     await upload.expand_zip(
                         state.blobs, archive, max_file_bytes=state.settings.evidence_max_bytes
@@ -376,12 +378,14 @@ async def upload_material(request: Request) -> Response:
             )
         except DomainError as exc:
             await db.rollback()
-            await _discard_unreferenced(db, state.blobs, files)
+            await _discard_unreferenced(db, state.blobs, files + archives)
             return flash(request, back, exc.message, "error")
         except BaseException:
             await db.rollback()
-            await _discard_unreferenced(db, state.blobs, files)
+            await _discard_unreferenced(db, state.blobs, files + archives)
             raise
+        # An unpacked ZIP's own bytes are not evidence: only its files are kept.
+        await _discard_unreferenced(db, state.blobs, archives)
     if len(files) == 1:
         return flash(request, back, _l("File uploaded."))
     return flash(request, back, _l("{n} files uploaded.", n=len(files)))
