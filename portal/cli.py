@@ -11,7 +11,7 @@ import click
 from alembic import command
 from alembic.config import Config
 
-from portal.db import create_engine, create_sessionmaker
+from portal.db import create_engine, create_sessionmaker, import_models
 from portal.policy import Role
 from portal.settings import Settings
 
@@ -82,6 +82,7 @@ def upgrade_database(settings: Settings, revision: str = "heads") -> None:
 async def _backfill_leaves(settings: Settings) -> None:
     from portal.evidence.service import backfill_leaves
 
+    import_models()
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
@@ -341,6 +342,7 @@ def evidence() -> None:
 
 
 async def _with_session(settings: Settings, work: Any) -> Any:
+    import_models()
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:

@@ -332,6 +332,7 @@ CASES = [
         params=lambda w: {"leaf_hash": w.ids["leaf_hash"]},
     ),
     Case("evidence.key", "GET", everyone("ok")),
+    Case("evidence.consistency", "GET", everyone("bad"), label="no sizes given"),
     Case("evidence.admin", "GET", only("ok", *ADMINS)),
     Case("evidence.checkpoint", "POST", only("done", *ADMINS)),
     Case("evidence.verify", "POST", only("done", *ADMINS)),

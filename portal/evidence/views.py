@@ -11,14 +11,14 @@ from typing import Any
 import segno
 from sqlalchemy import func, select
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.accounts.models import User
 from portal.cases.models import Case, CaseMaterial
 from portal.cases.service import PARTIES
 from portal.errors import NotFound
-from portal.evidence import log
+from portal.evidence import log, tlog
 from portal.evidence.integrity import last_verification, verify_log
 from portal.evidence.models import LogCheckpoint, LogLeaf
 from portal.evidence.policy import EVIDENCE_LOG, Item
@@ -152,6 +152,37 @@ async def public_receipt(request: Request) -> Response:
     )
 
 
+async def consistency(request: Request) -> Response:
+    """A consistency proof between two signed checkpoints (RFC 9162 §2.1.4), for anyone who
+    kept an older checkpoint: ``?from=OLD_SIZE&to=NEW_SIZE`` (sizes of signed checkpoints)."""
+    params = request.query_params
+    try:
+        old, new = int(params.get("from", "")), int(params.get("to", ""))
+    except ValueError:
+        return JSONResponse({"error": "from and to must be checkpoint sizes"}, status_code=400)
+    async with db_session(request) as db:
+        found = {
+            c.size: c
+            for c in await db.scalars(
+                select(LogCheckpoint).where(LogCheckpoint.size.in_([old, new]))
+            )
+        }
+        if old not in found or new not in found or old > new:
+            return JSONResponse(
+                {"error": "from and to must be sizes of signed checkpoints, from ≤ to"},
+                status_code=400,
+            )
+        proof = await tlog.prove_tree_async(new, old, log.DbHashReader(db)) if old else []
+    return JSONResponse(
+        {
+            "from": {"size": old, "checkpoint": found[old].note},
+            "to": {"size": new, "checkpoint": found[new].note},
+            "proof": [base64.b64encode(h).decode("ascii") for h in proof],
+        },
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
 async def log_key_page(request: Request) -> Response:
     """The log's public key, published for anyone who checks a receipt."""
     key = request.app.state.log_key
@@ -237,6 +268,7 @@ routes = [
     ),
     Route("/evidence/receipts/{leaf_hash}.json", public_receipt, name="evidence.public_receipt"),
     Route("/evidence/key", log_key_page, name="evidence.key"),
+    Route("/evidence/consistency", consistency, name="evidence.consistency"),
     Route("/admin/evidence", admin_page, name="evidence.admin"),
     Route(
         "/admin/evidence/checkpoint",

@@ -4,6 +4,7 @@ case chains, erasure, and full verification finding each kind of tampering."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import os
 from typing import Any
@@ -305,3 +306,28 @@ async def test_a_changed_leaf_is_found(app: Any) -> None:
         await db.commit()
     problem = await _problem(state)
     assert problem.startswith("leaf 3")
+
+
+async def test_consistency_proofs_between_any_two_checkpoints(app: Any, client: Any) -> None:
+    state = _state(app)
+    writer = log.LogWriter(state.db)
+    sizes = []
+    for batch in (3, 1, 8, 5):
+        await asyncio.gather(*(writer.append("minutes", {"n": n}) for n in range(batch)))
+        async with state.db() as db:
+            checkpoint = await log.sign_checkpoint(db, state.log_key)
+            assert checkpoint is not None
+            sizes.append(checkpoint.size)
+    for old in sizes:
+        for new in sizes:
+            if old > new:
+                continue
+            answer = await client.get(f"/evidence/consistency?from={old}&to={new}")
+            assert answer.status_code == 200
+            body = answer.json()
+            first, _ = open_checkpoint(body["from"]["checkpoint"], [state.log_key.verifier])
+            second, _ = open_checkpoint(body["to"]["checkpoint"], [state.log_key.verifier])
+            proof = [base64.b64decode(h) for h in body["proof"]]
+            assert verify_consistency(old, new, first.root, second.root, proof)
+    assert (await client.get(f"/evidence/consistency?from={sizes[1]}&to=2")).status_code == 400
+    assert (await client.get("/evidence/consistency?from=x&to=1")).status_code == 400
