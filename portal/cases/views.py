@@ -158,6 +158,7 @@ async def case_list(request: Request) -> Response:
             "mediators": mediators,
             "committees": committees,
             "staff": staff,
+            "status_choices": [(k, v) for k, v in STATUS_LABELS.items() if k != "draft"],
             "today": service.today_in_china(),
             **CHOICES,
         },
