@@ -28,14 +28,18 @@ class Case(Base):
 
     __tablename__ = "cases"
     __table_args__ = (
-        # The staff list reads these in order and stops after a page (migration 0005).
-        # Trailing columns let a filter be checked in the index, without reading the case.
+        # The staff list reads these in order and stops after a page (migrations 0005, 0007).
+        # Trailing columns let a filter be checked in the index, without reading the case;
+        # on PostgreSQL the id is included too, so that the scan never visits the table
+        # (SQLite's indexes hold the rowid anyway).
         Index(
             "ix_cases_committee_status_submitted",
             "committee_id",
             "status",
             "submitted_at",
             "category",
+            "complexity",
+            postgresql_include=["id"],
         ),
         Index(
             "ix_cases_committee_submitted",
@@ -44,8 +48,19 @@ class Case(Base):
             "status",
             "category",
             "close_due",
+            "firm_response",
+            "firm_response_due",
+            "complexity",
+            postgresql_include=["id"],
         ),
-        Index("ix_cases_committee_amount", "committee_id", "amount_fen"),
+        Index(
+            "ix_cases_committee_amount",
+            "committee_id",
+            "amount_fen",
+            "category",
+            "status",
+            postgresql_include=["id"],
+        ),
         Index("ix_cases_submitted_at", "submitted_at"),
         Index("ix_cases_status_updated", "status", "updated_at"),
     )
