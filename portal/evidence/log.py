@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -109,6 +109,12 @@ def load_log_key(path: Path, origin: str, seed_b64: str | None = None) -> LogKey
 # -- reading stored hashes --------------------------------------------------------------------
 
 
+# Plain SQL: a proof is one query of about twenty keys, where the ORM's statement building
+# would cost as much as the query itself.
+_READ_HASHES = text("SELECT position, hash FROM evidence_hashes WHERE position IN :positions")
+_READ_HASHES = _READ_HASHES.bindparams(bindparam("positions", expanding=True))
+
+
 class DbHashReader:
     """tlog's hash reader over ``evidence_hashes``: one query per call."""
 
@@ -121,9 +127,7 @@ class DbHashReader:
         found: dict[int, bytes] = dict(self.overlay)
         for start in range(0, len(wanted), 5000):
             part = wanted[start : start + 5000]
-            rows = await self.db.execute(
-                select(LogHash.position, LogHash.hash).where(LogHash.position.in_(part))
-            )
+            rows = await self.db.execute(_READ_HASHES, {"positions": part})
             found.update((position, bytes(value)) for position, value in rows)
         try:
             return [found[i] for i in indexes]
@@ -438,21 +442,11 @@ class LogWriter:
         sequence the batch (its rows get their index as they are inserted)."""
         head = await _lock_head(db)
         await _integrate_locked(db, head, None)
-        last: dict[int, str | None] = {}
+        last = await _last_hashes(db, {p.case_id for p in batch if p.case_id is not None})
         rows: list[dict[str, Any]] = []
         start = head.size
         for i, p in enumerate(batch):
-            prev = None
-            if p.case_id is not None:
-                if p.case_id not in last:
-                    found = await db.scalar(
-                        select(LogLeaf.hash)
-                        .where(LogLeaf.case_id == p.case_id)
-                        .order_by(LogLeaf.id.desc())
-                        .limit(1)
-                    )
-                    last[p.case_id] = bytes(found).hex() if found is not None else None
-                prev = last[p.case_id]
+            prev = last.get(p.case_id) if p.case_id is not None else None
             data = encode_leaf(p.type, p.body, case=p.case_number, prev=prev, time=p.time)
             digest = leaf_hash(data)
             if p.case_id is not None:
@@ -476,6 +470,25 @@ class LogWriter:
         if self._task is not None:
             with suppress(Exception):
                 await self._task
+
+
+async def _last_hashes(db: AsyncSession, case_ids: set[int]) -> dict[int, str]:
+    """Each case's last leaf hash (hex), in one query per thousand cases."""
+    found: dict[int, str] = {}
+    ids = sorted(case_ids)
+    for start in range(0, len(ids), 1000):
+        newest = (
+            select(func.max(LogLeaf.id))
+            .where(LogLeaf.case_id.in_(ids[start : start + 1000]))
+            .group_by(LogLeaf.case_id)
+        )
+        rows = await db.execute(
+            select(LogLeaf.case_id, LogLeaf.hash).where(LogLeaf.id.in_(newest.scalar_subquery()))
+        )
+        for case_id, digest in rows:
+            if case_id is not None:
+                found[case_id] = bytes(digest).hex()
+    return found
 
 
 class LogSequencer:
