@@ -17,8 +17,6 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 
-from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
-
 # The response is read with the offline verifier's DER reader rather than rfc3161-client's, which
 # refuses a CMS certificate set that is not in DER order, as OpenSSL-based TSAs send it.
 from portal.evidence.verify.timestamp import (
@@ -128,6 +126,9 @@ async def request_timestamp(
         raise TimestampAuthorityError(f"the TSA URL must be http or https, not {url!r}")
     if not message:
         raise TimestampAuthorityError("there is nothing to timestamp: the message is empty")
+    # Imported when a checkpoint is stamped, not by every process that serves pages.
+    from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
+
     request = (
         TimestampRequestBuilder()
         .data(message)

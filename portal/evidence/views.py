@@ -8,7 +8,6 @@ import hashlib
 import json
 from typing import Any
 
-import segno
 from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -87,6 +86,8 @@ async def receipt_json(request: Request) -> Response:
 
 
 def _qr_svg(text: str) -> str:
+    import segno  # only the receipt page needs it
+
     qr = segno.make(text, error="m")
     data: str = qr.svg_data_uri(scale=4, border=2)
     return data
