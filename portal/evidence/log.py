@@ -139,10 +139,20 @@ class DbHashReader:
 
 
 async def _lock_case(db: AsyncSession, case_id: int) -> None:
+    """Serialise the writers of one case's chain until the transaction ends.
+
+    PostgreSQL: the case's row lock. SQLite: the database's write lock, which the driver takes
+    only at a transaction's first write; a write that changes nothing takes it now, so that the
+    previous leaf is read under it even when the caller has written nothing yet.
+    """
     from portal.cases.models import Case
 
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(select(Case.id).where(Case.id == case_id).with_for_update())
+    else:
+        await db.execute(
+            update(Case).where(Case.id == case_id).values(updated_at=Case.updated_at)
+        )
 
 
 async def stage_leaf(
