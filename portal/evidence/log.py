@@ -150,9 +150,7 @@ async def _lock_case(db: AsyncSession, case_id: int) -> None:
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(select(Case.id).where(Case.id == case_id).with_for_update())
     else:
-        await db.execute(
-            update(Case).where(Case.id == case_id).values(updated_at=Case.updated_at)
-        )
+        await db.execute(update(Case).where(Case.id == case_id).values(updated_at=Case.updated_at))
 
 
 async def stage_leaf(
