@@ -28,6 +28,8 @@ from portal.evidence import service as evidence
 from portal.evidence import views as evidence_views
 from portal.evidence.log import LogSequencer
 from portal.i18n import load_catalogues
+from portal.meetings import policy as meetings_policy
+from portal.meetings import views as meetings_views
 from portal.middleware import (
     CsrfMiddleware,
     RequestIdMiddleware,
@@ -45,6 +47,7 @@ from portal.settings import Settings
 from portal.web import create_templates
 from portal.workdays import views as workdays_views
 from realtime.events import Welcome
+from realtime.meetings import MeetingSockets
 from realtime.server import close_socket_server, create_socket_server
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *orgs_views.routes,
             *cases_views.routes,
             *evidence_views.routes,
+            *meetings_views.routes,
             *notify_views.routes,
             *workdays_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -126,7 +130,13 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     starlette.state.catalogues = load_catalogues()
     starlette.state.templates = create_templates(settings)
     starlette.state.policy = Policy(
-        [accounts_policy.RULES, orgs_policy.RULES, cases_policy.RULES, evidence_policy.RULES]
+        [
+            accounts_policy.RULES,
+            orgs_policy.RULES,
+            cases_policy.RULES,
+            evidence_policy.RULES,
+            meetings_policy.RULES,
+        ]
     )
 
     async def authenticate(cookie_header: str) -> Welcome | None:
@@ -146,10 +156,20 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         user = found[0]
         return Welcome(user_id=user.id, role=user.role, display_name=user.display_name)
 
+    meetings = MeetingSockets(
+        sessions=lambda: starlette.state.db,
+        policy=starlette.state.policy,
+        catalogues=starlette.state.catalogues,
+        default_locale=settings.default_locale,
+    )
     sio = create_socket_server(
-        authenticate, redis_url=settings.redis_url, allowed_origins=_origins(settings)
+        authenticate,
+        redis_url=settings.redis_url,
+        allowed_origins=_origins(settings),
+        features=[meetings],
     )
     starlette.state.sio = sio
+    starlette.state.meeting_sockets = meetings
     # The request id wraps Starlette's own error handling, so even a 500 carries it.
     app: Any = socketio.ASGIApp(
         sio, other_asgi_app=RequestIdMiddleware(starlette), socketio_path="socket.io"

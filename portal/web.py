@@ -76,12 +76,18 @@ def permits(request: Request, permission: str, resource: object) -> bool:
 @asynccontextmanager
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for one view; if it queued email or SMS, or wrote evidence-log leaves, the
-    outbox worker or the log's sequencer is woken afterwards, rather than at its next tick."""
+    outbox worker or the log's sequencer is woken afterwards, rather than at its next tick.
+    Live events its transactions queued (``portal.live``) are published once it is done."""
     from portal.evidence.log import LOG_PENDING
+    from portal.live import committed, publish
     from portal.notify.service import OUTBOX_PENDING
 
     async with session_scope(request.app.state.db) as session:
         yield session
+    live = committed(session)
+    sio = getattr(request.app.state, "sio", None)
+    if live and sio is not None:
+        await publish(sio, live)
     outbox = getattr(request.app.state, "outbox", None)
     if outbox is not None and session.info.pop(OUTBOX_PENDING, False):
         outbox.wake()

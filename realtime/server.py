@@ -1,8 +1,9 @@
 """The Socket.IO server: authenticated from the same session cookie as the pages.
 
-The portal hands in ``authenticate`` (cookie header -> who, or None), so this module depends on
-no feature. Anonymous sockets are refused at ``connect``. Every authenticated socket joins its
-user's room ``user:<id>``, which services address after their transaction commits.
+The portal hands in ``authenticate`` (cookie header -> who, or None) and the features that
+handle events (``SocketFeature``: live mediation sessions, ``realtime.meetings``), so this module
+depends on no feature. Anonymous sockets are refused at ``connect``. Every authenticated socket
+joins its user's room ``user:<id>``, which services address after their transaction commits.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import socketio
 
@@ -20,6 +21,18 @@ from realtime.events import Welcome
 log = logging.getLogger("jiefen.realtime")
 
 Authenticate = Callable[[str], Awaitable[Welcome | None]]
+# An event handler: (sid, the event's one argument) -> the acknowledgement.
+EventHandler = Callable[[str, Any], Awaitable[Any]]
+
+
+class SocketFeature(Protocol):
+    """A feature's real-time events, handed to the namespace by the portal."""
+
+    def bind(self, sio: socketio.AsyncServer) -> None: ...
+
+    def handlers(self) -> Mapping[str, EventHandler]: ...
+
+    async def disconnected(self, sid: str) -> None: ...
 
 
 def user_room(user_id: int) -> str:
@@ -27,9 +40,30 @@ def user_room(user_id: int) -> str:
 
 
 class PortalNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, authenticate: Authenticate) -> None:
+    def __init__(self, authenticate: Authenticate, features: Sequence[SocketFeature] = ()) -> None:
         super().__init__("/")
         self._authenticate = authenticate
+        self._features = list(features)
+        self._handlers: dict[str, EventHandler] = {}
+        for feature in self._features:
+            for event, handler in feature.handlers().items():
+                if event in self._handlers or event in ("connect", "disconnect"):
+                    raise ValueError(f"two handlers for the socket event {event!r}")
+                self._handlers[event] = handler
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect") and self.server.manager.is_connected(
+            args[0], self.namespace
+        ):
+            # Sent by a connected client as an ordinary event, not the server's own.
+            log.warning("socket %s sent a reserved event %r: ignored", args[0], event)
+            return None
+        handler = self._handlers.get(event)
+        if handler is None:
+            return await super().trigger_event(event, *args)
+        sid, *data = args
+        # An event carries one argument (an object); anything else is the handler's to refuse.
+        return await handler(sid, data[0] if len(data) == 1 else None)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         who = await self._authenticate(environ.get("HTTP_COOKIE", ""))
@@ -42,10 +76,19 @@ class PortalNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         log.debug("socket %s disconnected: %s", sid, reason)
+        for feature in self._features:
+            try:
+                await feature.disconnected(sid)
+            except Exception:
+                log.exception("socket %s: disconnect handling failed", sid)
 
 
 def create_socket_server(
-    authenticate: Authenticate, *, redis_url: str | None, allowed_origins: list[str]
+    authenticate: Authenticate,
+    *,
+    redis_url: str | None,
+    allowed_origins: list[str],
+    features: Sequence[SocketFeature] = (),
 ) -> socketio.AsyncServer:
     """Several processes share rooms through Redis when ``redis_url`` is set."""
     manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
@@ -57,7 +100,9 @@ def create_socket_server(
         logger=False,
         engineio_logger=False,
     )
-    sio.register_namespace(PortalNamespace(authenticate))
+    sio.register_namespace(PortalNamespace(authenticate, features))
+    for feature in features:
+        feature.bind(sio)
     return sio
 
 

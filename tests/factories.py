@@ -207,3 +207,37 @@ async def make_case(
             return case
         mediator_id = mediator_id or (await cases.suggest_mediators(db, case))[0].mediator.id
         return await cases.assign_mediator(db, case, staff, mediator_id)
+
+
+# -- live sessions ----------------------------------------------------------------------------
+
+
+async def make_meeting(
+    app: Any,
+    case: Any,
+    mediator: Person,
+    *,
+    mode: str = "video",
+    minutes_from_now: int = 60,
+    observers: tuple[Person, ...] = (),
+) -> Any:
+    """A session of ``case`` scheduled by its mediator through the real service."""
+    from datetime import timedelta
+
+    from portal.cases.models import Case
+    from portal.db import utcnow
+    from portal.meetings import service as meetings
+
+    async with _state(app).db() as db:
+        user = await db.get(User, mediator.id)
+        loaded = await db.get(Case, case.id)
+        assert user is not None and loaded is not None
+        return await meetings.schedule_meeting(
+            db,
+            loaded,
+            user,
+            starts_at=utcnow() + timedelta(minutes=minutes_from_now),
+            duration_minutes=60,
+            mode=mode,
+            observer_ids=[o.id for o in observers],
+        )

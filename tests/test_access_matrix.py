@@ -32,6 +32,7 @@ from tests.factories import (
     make_committee,
     make_draft,
     make_firm,
+    make_meeting,
     make_user,
     verify_phone,
 )
@@ -66,6 +67,7 @@ async def build_world(app: Any) -> World:
     )
     case_other = await make_case(app, other_consumer, firm_y, category="insurance")
     draft = await make_draft(app, people["consumer"], firm_x)
+    meeting = await make_meeting(app, case_open, people["mediator"])
     state = app.starlette.state
     async with state.db() as db:
         _, profile = await orgs.get_mediator(db, people["mediator"].id)
@@ -127,6 +129,7 @@ async def build_world(app: Any) -> World:
             "leaf_hash": bytes(leaf.hash).hex(),
             "notice": notice,
             "day": day.id,
+            "meeting": meeting.id,
         },
     )
 
@@ -426,6 +429,47 @@ CASES = [
         "POST",
         only("bad", *ADMINS),
         params=lambda w: {"committee_id": w.ids["committee_a"]},
+    ),
+    Case(
+        "meetings.list",
+        "GET",
+        logged_in("ok"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="whoever sees the case sees when its sessions are",
+    ),
+    Case(
+        "meetings.list",
+        "GET",
+        only("ok", "platform_admin"),
+        params=lambda w: {"case_id": w.ids["other_case"]},
+        label="someone else's case",
+    ),
+    Case(
+        "meetings.list",
+        "POST",
+        only("bad", "mediator"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="only the case's mediator schedules",
+    ),
+    Case(
+        "meetings.room",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="the parties and the mediator, not the committee's staff",
+    ),
+    Case(
+        "meetings.reschedule",
+        "POST",
+        only("done", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+    ),
+    Case(
+        "meetings.cancel",
+        "POST",
+        only("done", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="refused without a reason, back to the page",
     ),
     Case("notify.centre", "GET", logged_in("ok")),
     Case("notify.badge", "GET", logged_in("ok")),

@@ -1,0 +1,406 @@
+"""Live mediation sessions over Socket.IO: the events clients send, checked and handed to
+``portal.meetings.service``, whose after-commit operations are then published.
+
+Client → server (each acknowledged with ``{"ok": true, ...}`` or a :class:`Refusal`):
+
+=====================  ==================================  ====================================
+event                  payload                             acknowledgement
+=====================  ==================================  ====================================
+``meeting.join``       ``{meeting_id}``                    ``state``: your ``meeting.state``
+``meeting.chat``       ``{meeting_id, client_id, text,     ``seq``, ``duplicate`` (a retry)
+                       room?}``
+``meeting.sync``       ``{meeting_id, after_seq}``         ``messages``, ``upto``, ``more``
+``meeting.typing``     ``{meeting_id}``
+``meeting.signal``     ``{meeting_id, to, payload}``
+``meeting.admit``      ``{meeting_id, user_id}``           (mediator only, as the next four)
+``meeting.turn_away``  ``{meeting_id, user_id}``
+``meeting.remove``     ``{meeting_id, user_id}``
+``meeting.move``       ``{meeting_id, room, user_id?,      ``moved``
+                       side?}``
+``meeting.lock``       ``{meeting_id, locked}``
+``meeting.end``        ``{meeting_id, outcome}``
+=====================  ==================================  ====================================
+
+Server → client: ``meeting.state``, ``meeting.peer_joined``, ``meeting.peer_left``,
+``meeting.chat``, ``meeting.typing``, ``meeting.signal`` (``realtime.events``).
+
+Every refusal (malformed or oversize payload, a session one is not party to, a forged room or
+target, a mediator's action from anyone else, a burst of messages) is acknowledged with a code
+and a sentence in the user's language, and logged; nothing else happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gettext
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from portal.accounts.models import User
+from portal.accounts.service import identity_of
+from portal.db import session_scope
+from portal.errors import DomainError, NotFound
+from portal.i18n import Msg, _l
+from portal.live import Op, committed, publish
+from portal.meetings import service
+from portal.meetings.service import Refused
+from portal.policy import NotPermitted, Policy
+from realtime.events import (
+    BadRequest,
+    ChatRequest,
+    EndRequest,
+    JoinRequest,
+    LockRequest,
+    MoveRequest,
+    Refusal,
+    SeatRequest,
+    SignalRequest,
+    SyncRequest,
+    TypingRequest,
+    parse,
+)
+from realtime.server import EventHandler
+
+log = logging.getLogger("jiefen.realtime.meetings")
+
+
+class RateLimit:
+    """At most ``count`` events per ``seconds`` for each key, in a sliding window.
+
+    Per process: with several processes a participant's sockets are usually on one of them
+    (one device, one socket), and the limit is there to stop bursts, not to count exactly.
+    """
+
+    def __init__(
+        self, count: int, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.count, self.seconds, self._clock = count, seconds, clock
+        self._seen: dict[Hashable, deque[float]] = {}
+
+    def wait(self, key: Hashable) -> float:
+        """0 if one more event is allowed now (and count it); else seconds until it is."""
+        now = self._clock()
+        seen = self._seen.setdefault(key, deque())
+        while seen and seen[0] <= now - self.seconds:
+            seen.popleft()
+        if len(seen) >= self.count:
+            return seen[0] + self.seconds - now
+        seen.append(now)
+        return 0.0
+
+    def forget(self, key: Hashable) -> None:
+        self._seen.pop(key, None)
+
+
+@dataclass(frozen=True)
+class Limits:
+    chat: tuple[int, float] = (10, 5.0)
+    typing: tuple[int, float] = (20, 5.0)
+    # An ICE negotiation sends a burst of candidates.
+    signal: tuple[int, float] = (200, 5.0)
+
+
+Call = Callable[[str, Any], Awaitable[dict[str, Any]]]
+
+
+class MeetingSockets:
+    """The session events of the portal's Socket.IO namespace (a ``SocketFeature``)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: Callable[[], async_sessionmaker[AsyncSession]],
+        policy: Policy,
+        catalogues: Mapping[str, gettext.NullTranslations],
+        default_locale: str,
+        limits: Limits = Limits(),
+    ) -> None:
+        self._sessions = sessions  # made in the app's lifespan, so fetched when needed
+        self._policy = policy
+        self._catalogues = catalogues
+        self._default_locale = default_locale
+        self.configure(limits)
+        # One chat message at a time per socket, so a sender's messages keep their order.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.sio: Any = None
+
+    def bind(self, sio: Any) -> None:
+        self.sio = sio
+
+    def configure(self, limits: Limits) -> None:
+        """Set the rate limits (a scripted test sends faster than people do)."""
+        self._chat_limit = RateLimit(*limits.chat)
+        self._typing_limit = RateLimit(*limits.typing)
+        self._signal_limit = RateLimit(*limits.signal)
+
+    def handlers(self) -> dict[str, EventHandler]:
+        calls: dict[str, Call] = {
+            "meeting.join": self.join,
+            "meeting.chat": self.chat,
+            "meeting.sync": self.sync,
+            "meeting.typing": self.typing,
+            "meeting.signal": self.signal,
+            "meeting.admit": self.admit,
+            "meeting.turn_away": self.turn_away,
+            "meeting.remove": self.remove,
+            "meeting.move": self.move,
+            "meeting.lock": self.lock,
+            "meeting.end": self.end,
+        }
+        return {event: self._guarded(event, call) for event, call in calls.items()}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _guarded(self, event: str, call: Call) -> EventHandler:
+        async def handler(sid: str, data: Any) -> dict[str, Any]:
+            try:
+                return await call(sid, data)
+            except BadRequest as exc:
+                return await self._refuse(
+                    sid, event, "invalid", _l("The request is not valid."), str(exc)
+                )
+            except (NotFound, NotPermitted):
+                return await self._refuse(
+                    sid, event, "not_found", _l("There is no such session, or it is not yours.")
+                )
+            except Refused as exc:
+                return await self._refuse(sid, event, exc.code, exc.message)
+            except DomainError as exc:
+                return await self._refuse(sid, event, "refused", exc.message)
+            except Exception:
+                log.exception("%s from socket %s failed", event, sid)
+                return await self._refuse(
+                    sid, event, "error", _l("Something went wrong. Please try again.")
+                )
+
+        return handler
+
+    async def _refuse(
+        self, sid: str, event: str, code: str, message: Msg, detail: str = ""
+    ) -> dict[str, Any]:
+        session = await self._session(sid)
+        log.warning(
+            "refused %s from user %s (socket %s): %s %s",
+            event,
+            session.get("user_id"),
+            sid,
+            code,
+            detail or message.msgid,
+        )
+        locale = session.get("locale") or self._default_locale
+        catalogue = self._catalogues.get(locale) or gettext.NullTranslations()
+        return Refusal(code, message.render(catalogue)).payload()
+
+    async def _session(self, sid: str) -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = await self.sio.get_session(sid)
+        except KeyError:
+            return {}
+        return found
+
+    async def _member(self, sid: str, meeting_id: int) -> int:
+        """The user behind ``sid``, which must have joined ``meeting_id``."""
+        session = await self._session(sid)
+        if meeting_id not in session.get("meetings", ()):
+            raise Refused("not_joined", _l("Join the session first."))
+        user_id: int = session["user_id"]
+        return user_id
+
+    @contextlib.asynccontextmanager
+    async def _db(self) -> AsyncIterator[tuple[AsyncSession, list[Op]]]:
+        """A database session whose committed live operations are published afterwards."""
+        ops: list[Op] = []
+        async with session_scope(self._sessions()) as db:
+            yield db, ops
+        ops.extend(committed(db))
+        await publish(self.sio, ops)
+
+    async def _active_user(self, db: AsyncSession, user_id: int) -> User:
+        user = await db.get(User, user_id)
+        if user is None or not user.is_active:
+            raise NotFound
+        return user
+
+    @staticmethod
+    def _limited(limit: RateLimit, key: Hashable, message: Msg) -> None:
+        wait = limit.wait(key)
+        if wait:
+            raise Refused("rate_limited", message)
+
+    # -- joining and chat -------------------------------------------------------------------
+
+    async def join(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(JoinRequest, data)
+        session = await self._session(sid)
+        environ = self.sio.get_environ(sid) or {}
+        async with self._db() as (db, _):
+            user = await self._active_user(db, session["user_id"])
+            resource = await service.access(db, request.meeting_id)
+            self._policy.require(identity_of(user), "join", resource)
+            joined = await service.join_meeting(
+                db, resource, user, sid, device=str(environ.get("HTTP_USER_AGENT", ""))
+            )
+            async with self.sio.session(sid) as saved:
+                saved.setdefault("meetings", set()).add(request.meeting_id)
+                saved["locale"] = user.locale
+        return {"ok": True, "state": joined.state.payload()}
+
+    def _lock_for(self, sid: str) -> asyncio.Lock:
+        return self._locks.setdefault(sid, asyncio.Lock())
+
+    async def chat(self, sid: str, data: Any) -> dict[str, Any]:
+        # Taken before anything else (before any await), in the order the messages came.
+        async with self._lock_for(sid):
+            request = parse(ChatRequest, data)
+            user_id = await self._member(sid, request.meeting_id)
+            async with self._db() as (db, _):
+                posted = await service.find_message(
+                    db, request.meeting_id, user_id, request.client_id
+                )
+                if posted is None:
+                    wait = self._chat_limit.wait((request.meeting_id, user_id))
+                    if wait:
+                        raise Refused(
+                            "rate_limited",
+                            _l(
+                                "You are sending messages too quickly. "
+                                "Wait {seconds} seconds, then send again.",
+                                seconds=max(1, math.ceil(wait)),
+                            ),
+                        )
+                    posted = await service.post_message(
+                        db,
+                        request.meeting_id,
+                        user_id,
+                        client_id=request.client_id,
+                        text=request.text,
+                        room=request.room,
+                    )
+        return {"ok": True, "seq": posted.message.seq, "duplicate": posted.duplicate}
+
+    async def sync(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(SyncRequest, data)
+        user_id = await self._member(sid, request.meeting_id)
+        async with self._db() as (db, _):
+            synced = await service.sync_messages(db, request.meeting_id, user_id, request.after_seq)
+        return {
+            "ok": True,
+            "messages": [m.payload() for m in synced.messages],
+            "upto": synced.upto,
+            "more": synced.more,
+        }
+
+    async def typing(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(TypingRequest, data)
+        user_id = await self._member(sid, request.meeting_id)
+        self._limited(
+            self._typing_limit, (request.meeting_id, user_id), _l("Too many requests. Slow down.")
+        )
+        async with self._db() as (db, ops):
+            ops += await service.typing(db, request.meeting_id, user_id, sid)
+        return {"ok": True}
+
+    async def signal(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(SignalRequest, data)
+        user_id = await self._member(sid, request.meeting_id)
+        self._limited(
+            self._signal_limit, (request.meeting_id, user_id), _l("Too many requests. Slow down.")
+        )
+        async with self._db() as (db, ops):
+            ops += await service.relay_signal(
+                db, request.meeting_id, user_id, request.to, request.payload
+            )
+        return {"ok": True}
+
+    # -- the mediator's controls ------------------------------------------------------------
+
+    async def _manage(
+        self, sid: str, meeting_id: int, action: Callable[[AsyncSession, int], Awaitable[Any]]
+    ) -> Any:
+        """Check on the server, through the policy, that the socket's user runs the session."""
+        user_id = await self._member(sid, meeting_id)
+        async with self._db() as (db, _):
+            user = await self._active_user(db, user_id)
+            resource = await service.access(db, meeting_id)
+            if not self._policy.permits(identity_of(user), "manage", resource):
+                raise Refused("forbidden", _l("Only the mediator can do this."))
+            return await action(db, user_id)
+
+    async def admit(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(SeatRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.admit(db, request.meeting_id, actor, request.user_id),
+        )
+        return {"ok": True}
+
+    async def turn_away(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(SeatRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.turn_away(db, request.meeting_id, actor, request.user_id),
+        )
+        return {"ok": True}
+
+    async def remove(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(SeatRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.remove(db, request.meeting_id, actor, request.user_id),
+        )
+        return {"ok": True}
+
+    async def move(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(MoveRequest, data)
+        moved = await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.move(
+                db,
+                request.meeting_id,
+                actor,
+                request.room,
+                user_id=request.user_id,
+                side=request.side,
+            ),
+        )
+        return {"ok": True, "moved": moved}
+
+    async def lock(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(LockRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.set_locked(db, request.meeting_id, actor, request.locked),
+        )
+        return {"ok": True}
+
+    async def end(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(EndRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.end_meeting(db, request.meeting_id, actor, request.outcome),
+        )
+        return {"ok": True}
+
+    # -- going away -------------------------------------------------------------------------
+
+    async def disconnected(self, sid: str) -> None:
+        self._locks.pop(sid, None)
+        session = await self._session(sid)
+        if not session.get("meetings"):
+            return  # a page's socket that never joined a session: nothing to do
+        async with self._db() as (db, _):
+            await service.drop_connection(db, sid)
