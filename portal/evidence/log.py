@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from portal.background import BackgroundLoop
 from portal.db import utcnow
 from portal.evidence import tlog
 from portal.evidence.checkpoints import CheckpointSigner
@@ -499,10 +500,13 @@ async def _last_hashes(db: AsyncSession, case_ids: set[int]) -> dict[int, str]:
     return found
 
 
-class LogSequencer:
+class LogSequencer(BackgroundLoop):
     """The background task: sequences staged leaves at once when woken (else every
     ``interval`` seconds) and signs (and timestamps) a checkpoint every
     ``checkpoint_interval`` seconds when the log has grown."""
+
+    name = "jiefen-log"
+    log = logger
 
     def __init__(
         self,
@@ -513,38 +517,14 @@ class LogSequencer:
         interval: float = 2.0,
         checkpoint_interval: float = 60.0,
     ) -> None:
+        super().__init__(interval)
         self.sessionmaker = sessionmaker
         self.key = key
         self.tsa = tsa
-        self.interval = interval
         self.checkpoint_interval = checkpoint_interval
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="jiefen-log")
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def stop(self, grace: float = 10.0) -> None:
-        task = self._task
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        _done, pending = await asyncio.wait({task}, timeout=grace)
-        if pending:
-            task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        self._task = None
-
-    async def run_once(self) -> None:
+    async def run_once(self) -> bool:
         async with self.sessionmaker() as db:
             await integrate_all(db)
             loop = asyncio.get_running_loop()
@@ -553,15 +533,4 @@ class LogSequencer:
                 checkpoint = await sign_checkpoint(db, self.key)
                 if checkpoint is not None and self.tsa and checkpoint.tsa_token is None:
                     await stamp_checkpoint(db, checkpoint, self.tsa)
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception("The evidence log's sequencer failed; retrying")
-            if self._stopping:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+        return False

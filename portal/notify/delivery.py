@@ -13,13 +13,11 @@ it after committing a notification.
 
 from __future__ import annotations
 
-import asyncio
 import gettext
 import logging
 import re
 import uuid
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -32,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts.models import User
 from portal.accounts.service import contact_of, mask_phone
+from portal.background import BackgroundLoop
 from portal.crypto import DataVault
 from portal.db import session_scope, utcnow
 from portal.notify.models import EXTERNAL_CHANNELS, Notification
@@ -342,8 +341,11 @@ async def deliver_pending(
     return report
 
 
-class OutboxWorker:
+class OutboxWorker(BackgroundLoop):
     """Runs ``deliver_pending`` every ``interval`` seconds, or at once when woken."""
+
+    name = "jiefen-outbox"
+    log = logger
 
     def __init__(
         self,
@@ -357,73 +359,30 @@ class OutboxWorker:
         interval: float = 5.0,
         limit: int = 100,
     ) -> None:
+        super().__init__(interval)
         self.sessionmaker = sessionmaker
         self.vault = vault
         self.catalogues = catalogues
         self.smtp = smtp
         self.base_url = base_url
         self.sms: SmsProvider = sms or LogSmsProvider()
-        self.interval = interval
         self.limit = limit
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Start the loop on the running event loop (call it from the app's lifespan)."""
-        if self.running:
-            return
-        self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="jiefen-outbox")
-
-    def wake(self) -> None:
-        """Deliver now rather than at the next interval (after committing a notification)."""
-        self._wake.set()
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Let the current run finish (cancelled after ``grace`` seconds) and end the loop."""
-        task = self._task
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        _done, pending = await asyncio.wait({task}, timeout=grace)
-        if pending:
-            task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            more = False
-            try:
-                report = await deliver_pending(
-                    self.sessionmaker,
-                    vault=self.vault,
-                    catalogues=self.catalogues,
-                    smtp=self.smtp,
-                    sms=self.sms,
-                    base_url=self.base_url,
-                    limit=self.limit,
-                )
-            except Exception:
-                logger.exception("Outbox delivery failed; trying again in %s s", self.interval)
-            else:
-                more = report.total >= self.limit
-                if report.total:
-                    logger.info(
-                        "Outbox: %s sent, %s retried later, %s failed",
-                        report.sent,
-                        report.retried,
-                        report.failed,
-                    )
-            if more or self._stopping:
-                continue
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+    async def run_once(self) -> bool:
+        report = await deliver_pending(
+            self.sessionmaker,
+            vault=self.vault,
+            catalogues=self.catalogues,
+            smtp=self.smtp,
+            sms=self.sms,
+            base_url=self.base_url,
+            limit=self.limit,
+        )
+        if report.total:
+            logger.info(
+                "Outbox: %s sent, %s retried later, %s failed",
+                report.sent,
+                report.retried,
+                report.failed,
+            )
+        return report.total >= self.limit
