@@ -268,6 +268,44 @@ async def latest_checkpoint(db: AsyncSession) -> LogCheckpoint | None:
     return result
 
 
+async def recent_checkpoints(db: AsyncSession, limit: int = 10) -> list[LogCheckpoint]:
+    return list(
+        await db.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(limit))
+    )
+
+
+async def pending_count(db: AsyncSession) -> int:
+    """Leaves committed but not yet given their place in the tree."""
+    return await db.scalar(select(func.count(LogLeaf.id)).where(LogLeaf.seq.is_(None))) or 0
+
+
+async def leaf_id_by_hash(db: AsyncSession, digest: bytes) -> int | None:
+    found: int | None = await db.scalar(select(LogLeaf.id).where(LogLeaf.hash == digest))
+    return found
+
+
+@dataclass(frozen=True)
+class Consistency:
+    old: LogCheckpoint
+    new: LogCheckpoint
+    proof: list[bytes]
+
+
+async def prove_consistency(db: AsyncSession, old_size: int, new_size: int) -> Consistency | None:
+    """The proof that the signed checkpoint of ``new_size`` leaves extends the one of
+    ``old_size`` (RFC 9162 §2.1.4), or None unless both are signed and old ≤ new."""
+    found = {
+        c.size: c
+        for c in await db.scalars(
+            select(LogCheckpoint).where(LogCheckpoint.size.in_([old_size, new_size]))
+        )
+    }
+    if old_size not in found or new_size not in found or old_size > new_size:
+        return None
+    proof = await tlog.prove_tree_async(new_size, old_size, DbHashReader(db)) if old_size else []
+    return Consistency(found[old_size], found[new_size], proof)
+
+
 async def sign_checkpoint(db: AsyncSession, key: LogKey) -> LogCheckpoint | None:
     """Sign a checkpoint of the current tree unless the last one already covers it; commits.
 

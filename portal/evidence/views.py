@@ -8,7 +8,6 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,9 +16,8 @@ from portal.accounts.models import User
 from portal.cases.models import Case, CaseMaterial
 from portal.cases.service import PARTIES
 from portal.errors import NotFound
-from portal.evidence import log, tlog
+from portal.evidence import log
 from portal.evidence.integrity import last_verification, verify_log
-from portal.evidence.models import LogCheckpoint, LogLeaf
 from portal.evidence.policy import EVIDENCE_LOG, Item
 from portal.evidence.serving import blob_response
 from portal.evidence.verify.leaf import decode_leaf
@@ -141,7 +139,7 @@ async def public_receipt(request: Request) -> Response:
     if len(digest) != 32:
         raise NotFound
     async with db_session(request) as db:
-        leaf_id = await db.scalar(select(LogLeaf.id).where(LogLeaf.hash == digest))
+        leaf_id = await log.leaf_id_by_hash(db, digest)
         if leaf_id is None:
             raise NotFound
         state = request.app.state
@@ -162,23 +160,17 @@ async def consistency(request: Request) -> Response:
     except ValueError:
         return JSONResponse({"error": "from and to must be checkpoint sizes"}, status_code=400)
     async with db_session(request) as db:
-        found = {
-            c.size: c
-            for c in await db.scalars(
-                select(LogCheckpoint).where(LogCheckpoint.size.in_([old, new]))
-            )
-        }
-        if old not in found or new not in found or old > new:
-            return JSONResponse(
-                {"error": "from and to must be sizes of signed checkpoints, from ≤ to"},
-                status_code=400,
-            )
-        proof = await tlog.prove_tree_async(new, old, log.DbHashReader(db)) if old else []
+        answer = await log.prove_consistency(db, old, new)
+    if answer is None:
+        return JSONResponse(
+            {"error": "from and to must be sizes of signed checkpoints, from ≤ to"},
+            status_code=400,
+        )
     return JSONResponse(
         {
-            "from": {"size": old, "checkpoint": found[old].note},
-            "to": {"size": new, "checkpoint": found[new].note},
-            "proof": [base64.b64encode(h).decode("ascii") for h in proof],
+            "from": {"size": old, "checkpoint": answer.old.note},
+            "to": {"size": new, "checkpoint": answer.new.note},
+            "proof": [base64.b64encode(h).decode("ascii") for h in answer.proof],
         },
         headers={"Cache-Control": "public, max-age=3600"},
     )
@@ -201,11 +193,9 @@ async def admin_page(request: Request) -> Response:
     require(request, "view", EVIDENCE_LOG)
     async with db_session(request) as db:
         size, root = await log.head_of(db)
-        pending = await db.scalar(select(func.count(LogLeaf.id)).where(LogLeaf.seq.is_(None)))
-        checkpoint = await log.latest_checkpoint(db)
-        checkpoints = (
-            await db.scalars(select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(10))
-        ).all()
+        pending = await log.pending_count(db)
+        checkpoints = await log.recent_checkpoints(db)
+        checkpoint = checkpoints[0] if checkpoints else None
         verification = await last_verification(db)
     return render(
         request,
@@ -213,7 +203,7 @@ async def admin_page(request: Request) -> Response:
         {
             "size": size,
             "root": base64.b64encode(root).decode(),
-            "pending": pending or 0,
+            "pending": pending,
             "checkpoint": checkpoint,
             "checkpoints": checkpoints,
             "verification": verification,
