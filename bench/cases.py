@@ -1268,10 +1268,35 @@ class BackendRun:
     version: str
 
 
+def fresh_database(
+    backend: str,
+    postgres_url: str,
+    var_dir: Path,
+    stack: contextlib.ExitStack,
+    prefix: str = "jiefen_bench",
+) -> str:
+    """A fresh database's URL: a SQLite file in ``var_dir``, or a new PostgreSQL database,
+    dropped on the way out whatever happens (plain asyncio.run: it must run while stopping)."""
+    from sqlalchemy.engine import make_url
+
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{var_dir / 'jiefen.db'}"
+    admin_url = make_url(postgres_url)
+    if admin_url.host not in (HOST, "localhost"):
+        raise SystemExit("--postgres-url must point at 127.0.0.1")
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    stack.callback(
+        lambda: asyncio.run(
+            _postgres_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+    )
+    run_async(_postgres_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    return admin_url.set(database=name).render_as_string(hide_password=False)
+
+
 def run_backend(
     backend: str, args: argparse.Namespace, workdir: Path, bare: Server, stack: contextlib.ExitStack
 ) -> BackendRun:
-    from sqlalchemy.engine import make_url
 
     from portal.cli import upgrade_database
     from portal.settings import Settings
@@ -1279,21 +1304,7 @@ def run_backend(
     print(f"\n== {backend}: {args.cases:,} cases", flush=True)
     port = _free_port()
     var_dir = workdir / backend
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{var_dir / 'jiefen.db'}"
-    else:
-        admin_url = make_url(args.postgres_url)
-        if admin_url.host not in (HOST, "localhost"):
-            raise SystemExit("--postgres-url must point at 127.0.0.1")
-        name = f"jiefen_bench_{secrets.token_hex(4)}"
-        # Dropped on the way out whatever happens (plain asyncio.run: it must run while stopping).
-        stack.callback(
-            lambda: asyncio.run(
-                _postgres_admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            )
-        )
-        run_async(_postgres_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
-        url = admin_url.set(database=name).render_as_string(hide_password=False)
+    url = fresh_database(backend, args.postgres_url, var_dir, stack)
     settings = Settings(
         database_url=url,
         secret_key=secrets.token_urlsafe(32),

@@ -77,9 +77,9 @@ from bench.cases import (  # noqa: E402 - after the path set-up above
     STOP,
     _free_port,
     _interrupt,
-    _postgres_admin,
     _process_tree,
     _server_env,
+    fresh_database,
     login,
     machine,
     run_async,
@@ -1456,27 +1456,6 @@ class BackendRun:
     upload: Upload | None
 
 
-def _database(
-    backend: str, args: argparse.Namespace, var_dir: Path, stack: contextlib.ExitStack
-) -> str:
-    """A fresh database's URL (dropped on the way out on PostgreSQL)."""
-    from sqlalchemy.engine import make_url
-
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{var_dir / 'jiefen.db'}"
-    admin_url = make_url(args.postgres_url)
-    if admin_url.host not in (HOST, "localhost"):
-        raise SystemExit("--postgres-url must point at 127.0.0.1")
-    name = f"jiefen_bench_ev_{secrets.token_hex(4)}"
-    stack.callback(
-        lambda: asyncio.run(
-            _postgres_admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
-    )
-    run_async(_postgres_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
-    return admin_url.set(database=name).render_as_string(hide_password=False)
-
-
 def _settings(url: str, var_dir: Path) -> Any:
     from portal.settings import Settings
 
@@ -1516,7 +1495,9 @@ def run_backend(
 
     print(f"\n== {backend}: {args.leaves:,} leaves", flush=True)
     var_dir = workdir / backend
-    settings = _settings(_database(backend, args, var_dir, stack), var_dir)
+    settings = _settings(
+        fresh_database(backend, args.postgres_url, var_dir, stack, "jiefen_bench_ev"), var_dir
+    )
     upgrade_database(settings)
     version = run_async(_version(settings.database_url))
     loaded = run_async(load(settings, data, args.checkpoint_every))
@@ -1549,7 +1530,9 @@ def run_backend(
     upload = None
     if not args.skip_upload:
         up_dir = workdir / f"{backend}-upload"
-        up_settings = _settings(_database(backend, args, up_dir, stack), up_dir)
+        up_settings = _settings(
+            fresh_database(backend, args.postgres_url, up_dir, stack, "jiefen_bench_ev"), up_dir
+        )
         up_settings.ensure_dirs()
         upload = measure_upload(up_settings, args, workdir, stack)
     return BackendRun(backend, version, loaded, proofs, verification, appends, upload)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from contextlib import suppress
 
 
-class BackgroundLoop:
+class BackgroundLoop(ABC):
     """Subclasses implement :meth:`run_once`; start it in lifespan, stop it on the way out."""
 
     name = "jiefen-loop"
@@ -21,9 +22,9 @@ class BackgroundLoop:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
+    @abstractmethod
     async def run_once(self) -> bool:
         """Do one round of work; True when more is waiting (run again without pausing)."""
-        raise NotImplementedError
 
     @property
     def running(self) -> bool:
