@@ -28,8 +28,11 @@ from portal.evidence import service as evidence
 from portal.evidence import views as evidence_views
 from portal.evidence.log import LogSequencer
 from portal.i18n import load_catalogues
+from portal.meetings import calendar as meetings_calendar
+from portal.meetings import minutes_views
 from portal.meetings import policy as meetings_policy
 from portal.meetings import views as meetings_views
+from portal.meetings.reminders import ReminderLoop
 from portal.middleware import (
     CsrfMiddleware,
     RequestIdMiddleware,
@@ -37,6 +40,7 @@ from portal.middleware import (
     SessionMiddleware,
 )
 from portal.notify import views as notify_views
+from portal.notify.attachments import Attachments
 from portal.notify.delivery import LogSmsProvider, OutboxWorker
 from portal.orgs import policy as orgs_policy
 from portal.orgs import views as orgs_views
@@ -82,9 +86,13 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             smtp=settings.smtp,
             base_url=settings.base_url,
             sms=LogSmsProvider(),
+            attachments=app.state.attachments,
         )
         app.state.outbox = outbox
         outbox.start()
+        reminders = ReminderLoop(app.state.db, on_sent=outbox.wake)
+        app.state.reminders = reminders
+        reminders.start()
         sequencer = LogSequencer(
             app.state.db,
             app.state.log_key,
@@ -93,10 +101,14 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         )
         app.state.sequencer = sequencer
         sequencer.start()
+        sweeper = app.state.meeting_sockets.sweeper
+        sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await sequencer.stop()
+            await reminders.stop()
             await outbox.stop()
             await close_socket_server(app.state.sio)
             await engine.dispose()
@@ -109,6 +121,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *cases_views.routes,
             *evidence_views.routes,
             *meetings_views.routes,
+            *minutes_views.routes,
             *notify_views.routes,
             *workdays_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -129,6 +142,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     starlette.state.tsa = evidence.tsa_config(settings)
     starlette.state.catalogues = load_catalogues()
     starlette.state.templates = create_templates(settings)
+    # Files that emails carry, made at send time by the feature that owns them.
+    starlette.state.attachments = Attachments([meetings_calendar.ATTACHMENTS])
     starlette.state.policy = Policy(
         [
             accounts_policy.RULES,

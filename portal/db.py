@@ -113,6 +113,7 @@ def import_models() -> None:
     from portal.audit import models as _audit  # noqa: F401
     from portal.cases import models as _cases  # noqa: F401
     from portal.evidence import models as _evidence  # noqa: F401
+    from portal.meetings import minutes_models as _minutes  # noqa: F401
     from portal.meetings import models as _meetings  # noqa: F401
     from portal.notify import models as _notify  # noqa: F401
     from portal.orgs import models as _orgs  # noqa: F401

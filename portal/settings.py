@@ -46,6 +46,15 @@ def _read_or_create_blob_key(var_dir: Path) -> str:
     return value
 
 
+def _url_list(value: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of ICE server URLs, each with one of ``schemes``."""
+    urls = tuple(u.strip() for u in value.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(schemes):
+            raise ValueError(f"{url!r} is not a {' or '.join(schemes)} URL")
+    return urls
+
+
 @dataclass(frozen=True)
 class SmtpSettings:
     host: str = "127.0.0.1"
@@ -83,6 +92,18 @@ class Settings:
     tsa_url: str | None = None
     tsa_ca_file: Path | None = None
     checkpoint_interval: float = 60.0
+    # Live sessions' media: STUN and TURN servers handed to browsers. TURN credentials are
+    # time-limited (the TURN REST form) and signed with the secret shared with coturn.
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl_seconds: int = 86400
+
+    def __post_init__(self) -> None:
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("TURN_URLS needs TURN_SECRET (coturn's static-auth-secret)")
+        if not 60 <= self.turn_ttl_seconds <= 7 * 86400:
+            raise ValueError("TURN_TTL_SECONDS must be between 60 and 604800")
 
     @property
     def secure_cookies(self) -> bool:
@@ -157,6 +178,10 @@ class Settings:
             tsa_url=env.get("TSA_URL") or None,
             tsa_ca_file=Path(env["TSA_CA_FILE"]) if env.get("TSA_CA_FILE") else None,
             checkpoint_interval=float(env.get("CHECKPOINT_INTERVAL", "60")),
+            stun_urls=_url_list(env.get("STUN_URLS", ""), ("stun:", "stuns:")),
+            turn_urls=_url_list(env.get("TURN_URLS", ""), ("turn:", "turns:")),
+            turn_secret=env.get("TURN_SECRET") or None,
+            turn_ttl_seconds=int(env.get("TURN_TTL_SECONDS", "86400")),
         )
 
     def ensure_dirs(self) -> None:

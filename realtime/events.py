@@ -38,6 +38,8 @@ class SeatView:
     state: str
     room: str | None
     connected: bool
+    # "mobile", "tablet" or "desktop": the kind of device of their latest connection ("" if none)
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class ChatMessage:
     client_id: str
     text: str
     sent_at: str
+    # An evidence item shown as a link: its id, title and page (None, "", "" if none).
+    material_id: int | None = None
+    material_title: str = ""
+    material_url: str = ""
 
     EVENT = "meeting.chat"
 
@@ -147,6 +153,40 @@ class Signal:
             "from_user_id": self.from_user_id,
             "payload": self.data,
         }
+
+
+@dataclass(frozen=True)
+class MediaRequest:
+    """The mediator asks this participant to ``mute_audio``, ``mute_video`` (the client obeys
+    at once) or ``ask_unmute`` (the client asks its user; nobody is unmuted remotely)."""
+
+    meeting_id: int
+    action: str
+    by_name: str
+
+    EVENT = "meeting.media"
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Presence:
+    """What a participant's client reports of itself to the others in its room: whether its
+    microphone and camera are on, and the quality of its connections ("good", "fair", "poor",
+    "unknown") from WebRTC statistics."""
+
+    meeting_id: int
+    room: str
+    user_id: int
+    audio: bool
+    video: bool
+    quality: str
+
+    EVENT = "meeting.presence"
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -217,6 +257,7 @@ class ChatRequest:
     client_id: str
     text: str
     room: str | None = None  # default: the sender's room; the mediator may say "notes"
+    material_id: int | None = None  # an evidence item of the case, shown as a link
 
 
 @dataclass(frozen=True)
@@ -235,6 +276,28 @@ class SignalRequest:
     meeting_id: int
     to: int  # the peer's user id
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PingRequest:
+    """A connectivity check before joining: acknowledged at once with the server's time."""
+
+
+@dataclass(frozen=True)
+class PresenceRequest:
+    meeting_id: int
+    audio: bool
+    video: bool
+    quality: str
+
+
+@dataclass(frozen=True)
+class MediaControlRequest:
+    """The mediator's ``mute_audio``, ``mute_video`` or ``ask_unmute`` for one participant."""
+
+    meeting_id: int
+    user_id: int
+    action: str
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,26 @@ event                  payload                             acknowledgement
 =====================  ==================================  ====================================
 ``meeting.join``       ``{meeting_id}``                    ``state``: your ``meeting.state``
 ``meeting.chat``       ``{meeting_id, client_id, text,     ``seq``, ``duplicate`` (a retry)
-                       room?}``
+                       room?, material_id?}``
 ``meeting.sync``       ``{meeting_id, after_seq}``         ``messages``, ``upto``, ``more``
 ``meeting.typing``     ``{meeting_id}``
 ``meeting.signal``     ``{meeting_id, to, payload}``
+``meeting.presence``   ``{meeting_id, audio, video,
+                       quality}``
+``meeting.ping``       ``{}``                              ``time``: the server's (Unix ms)
 ``meeting.admit``      ``{meeting_id, user_id}``           (mediator only, as the next four)
 ``meeting.turn_away``  ``{meeting_id, user_id}``
 ``meeting.remove``     ``{meeting_id, user_id}``
 ``meeting.move``       ``{meeting_id, room, user_id?,      ``moved``
                        side?}``
 ``meeting.lock``       ``{meeting_id, locked}``
+``meeting.media``      ``{meeting_id, user_id, action}``   (mute_audio, mute_video, ask_unmute)
 ``meeting.end``        ``{meeting_id, outcome}``
 =====================  ==================================  ====================================
 
 Server → client: ``meeting.state``, ``meeting.peer_joined``, ``meeting.peer_left``,
-``meeting.chat``, ``meeting.typing``, ``meeting.signal`` (``realtime.events``).
+``meeting.chat``, ``meeting.typing``, ``meeting.signal``, ``meeting.presence``, ``meeting.media``
+(``realtime.events``).
 
 Every refusal (malformed or oversize payload, a session one is not party to, a forged room or
 target, a mediator's action from anyone else, a burst of messages) is acknowledged with a code
@@ -37,16 +42,19 @@ import gettext
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts.models import User
 from portal.accounts.service import identity_of
-from portal.db import session_scope
+from portal.background import BackgroundLoop
+from portal.db import session_scope, utcnow
 from portal.errors import DomainError, NotFound
 from portal.i18n import Msg, _l
 from portal.live import Op, committed, publish
@@ -59,7 +67,10 @@ from realtime.events import (
     EndRequest,
     JoinRequest,
     LockRequest,
+    MediaControlRequest,
     MoveRequest,
+    PingRequest,
+    PresenceRequest,
     Refusal,
     SeatRequest,
     SignalRequest,
@@ -130,7 +141,13 @@ class MeetingSockets:
         self.configure(limits)
         # One chat message at a time per socket, so a sender's messages keep their order.
         self._locks: dict[str, asyncio.Lock] = {}
+        # On SQLite, one chat message stored at a time in this process (see _write_turn).
+        self._sqlite_writes = asyncio.Lock()
         self.sio: Any = None
+        # This process's name in meeting_connections, and the loop that keeps it alive there
+        # and removes the sockets of processes that died (started by the app's lifespan).
+        self.process = uuid.uuid4().hex
+        self.sweeper = ConnectionSweeper(self)
 
     def bind(self, sio: Any) -> None:
         self.sio = sio
@@ -148,6 +165,9 @@ class MeetingSockets:
             "meeting.sync": self.sync,
             "meeting.typing": self.typing,
             "meeting.signal": self.signal,
+            "meeting.presence": self.presence,
+            "meeting.ping": self.ping,
+            "meeting.media": self.media,
             "meeting.admit": self.admit,
             "meeting.turn_away": self.turn_away,
             "meeting.remove": self.remove,
@@ -246,12 +266,28 @@ class MeetingSockets:
             resource = await service.access(db, request.meeting_id)
             self._policy.require(identity_of(user), "join", resource)
             joined = await service.join_meeting(
-                db, resource, user, sid, device=str(environ.get("HTTP_USER_AGENT", ""))
+                db,
+                resource,
+                user,
+                sid,
+                device=str(environ.get("HTTP_USER_AGENT", "")),
+                process=self.process,
             )
             async with self.sio.session(sid) as saved:
                 saved.setdefault("meetings", set()).add(request.meeting_id)
                 saved["locale"] = user.locale
         return {"ok": True, "state": joined.state.payload()}
+
+    def _write_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """This process's turn to store a chat message. On SQLite, which has one writer at a
+        time, the messages queue here in their order, instead of polling for the database's
+        write lock (busy_timeout), whose sleeps of up to 100 ms piled up under load until
+        messages were seconds late or timed out (bench/sessions.py). PostgreSQL locks only the
+        session's row: nothing to wait for here."""
+        bind = self._sessions().kw.get("bind")
+        if bind is not None and bind.dialect.name == "sqlite":
+            return self._sqlite_writes
+        return contextlib.nullcontext()
 
     def _lock_for(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -276,14 +312,17 @@ class MeetingSockets:
                                 seconds=max(1, math.ceil(wait)),
                             ),
                         )
-                    posted = await service.post_message(
-                        db,
-                        request.meeting_id,
-                        user_id,
-                        client_id=request.client_id,
-                        text=request.text,
-                        room=request.room,
-                    )
+                    async with self._write_turn():
+                        posted = await service.post_message(
+                            db,
+                            request.meeting_id,
+                            user_id,
+                            client_id=request.client_id,
+                            text=request.text,
+                            room=request.room,
+                            material_id=request.material_id,
+                            may_view=lambda who, item: self._policy.permits(who, "view", item),
+                        )
         return {"ok": True, "seq": posted.message.seq, "duplicate": posted.duplicate}
 
     async def sync(self, sid: str, data: Any) -> dict[str, Any]:
@@ -319,6 +358,28 @@ class MeetingSockets:
                 db, request.meeting_id, user_id, request.to, request.payload
             )
         return {"ok": True}
+
+    async def presence(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(PresenceRequest, data)
+        user_id = await self._member(sid, request.meeting_id)
+        self._limited(
+            self._typing_limit, (request.meeting_id, user_id), _l("Too many requests. Slow down.")
+        )
+        async with self._db() as (db, ops):
+            ops += await service.relay_presence(
+                db,
+                request.meeting_id,
+                user_id,
+                sid,
+                audio=request.audio,
+                video=request.video,
+                quality=request.quality,
+            )
+        return {"ok": True}
+
+    async def ping(self, sid: str, data: Any) -> dict[str, Any]:
+        parse(PingRequest, data)
+        return {"ok": True, "time": int(time.time() * 1000)}
 
     # -- the mediator's controls ------------------------------------------------------------
 
@@ -377,6 +438,17 @@ class MeetingSockets:
         )
         return {"ok": True, "moved": moved}
 
+    async def media(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(MediaControlRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: service.request_media(
+                db, request.meeting_id, actor, request.user_id, request.action
+            ),
+        )
+        return {"ok": True}
+
     async def lock(self, sid: str, data: Any) -> dict[str, Any]:
         request = parse(LockRequest, data)
         await self._manage(
@@ -404,3 +476,27 @@ class MeetingSockets:
             return  # a page's socket that never joined a session: nothing to do
         async with self._db() as (db, _):
             await service.drop_connection(db, sid)
+
+
+class ConnectionSweeper(BackgroundLoop):
+    """Says every ``interval`` seconds that this process is alive, and drops the session
+    connections of processes silent for ``stale`` (killed, crashed, or the previous run of this
+    one): their people show as reconnecting instead of connected forever."""
+
+    name = "jiefen-connection-sweeper"
+    log = logging.getLogger("jiefen.realtime.sweeper")
+
+    def __init__(
+        self, sockets: MeetingSockets, interval: float = 10.0, stale: float = 45.0
+    ) -> None:
+        super().__init__(interval)
+        self.sockets = sockets
+        self.stale = timedelta(seconds=stale)
+
+    async def run_once(self) -> bool:
+        async with self.sockets._db() as (db, _):
+            await service.process_alive(db, self.sockets.process, utcnow())
+            dropped = await service.sweep_dead_connections(db, utcnow(), self.stale)
+        if dropped:
+            self.log.info("dropped %d sockets of server processes that stopped", dropped)
+        return False

@@ -241,3 +241,17 @@ async def make_meeting(
             mode=mode,
             observer_ids=[o.id for o in observers],
         )
+
+
+async def make_minutes(app: Any, meeting_id: int, mediator: Person, text: str) -> Any:
+    """A draft of a session's minutes, saved by its mediator through the real service."""
+    from portal.meetings import minutes
+    from portal.meetings import service as meetings
+
+    async with _state(app).db() as db:
+        user = await db.get(User, mediator.id)
+        assert user is not None
+        resource = await meetings.access(db, meeting_id)
+        latest = await minutes._latest(db, meeting_id)
+        base = latest.revision if latest is not None else 0
+        return (await minutes.save_minutes(db, resource, user, text, base)).version

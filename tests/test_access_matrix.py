@@ -33,6 +33,7 @@ from tests.factories import (
     make_draft,
     make_firm,
     make_meeting,
+    make_minutes,
     make_user,
     verify_phone,
 )
@@ -68,6 +69,7 @@ async def build_world(app: Any) -> World:
     case_other = await make_case(app, other_consumer, firm_y, category="insurance")
     draft = await make_draft(app, people["consumer"], firm_x)
     meeting = await make_meeting(app, case_open, people["mediator"])
+    await make_minutes(app, meeting.id, people["mediator"], "调解笔录草稿")
     state = app.starlette.state
     async with state.db() as db:
         _, profile = await orgs.get_mediator(db, people["mediator"].id)
@@ -457,6 +459,55 @@ CASES = [
         only("ok", "consumer", "firm_rep", "mediator"),
         params=lambda w: {"meeting_id": w.ids["meeting"]},
         label="the parties and the mediator, not the committee's staff",
+    ),
+    Case(
+        "meetings.ice_servers",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="TURN credentials only for the people who may join",
+    ),
+    Case(
+        "meetings.minutes",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="whoever may see the session (the draft only its mediator)",
+    ),
+    Case(
+        "meetings.minutes_text",
+        "GET",
+        only("ok", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"], "version": 1},
+        label="a draft's text: only the mediator",
+    ),
+    Case(
+        "meetings.minutes_save",
+        "POST",
+        only("bad", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="only the mediator writes; no text is refused",
+    ),
+    Case(
+        "meetings.minutes_present",
+        "POST",
+        only("bad", "mediator"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="only the mediator; no text is refused",
+    ),
+    Case(
+        "meetings.minutes_confirm",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="only the parties; no version is refused",
+    ),
+    Case(
+        "meetings.minutes_decline",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"meeting_id": w.ids["meeting"]},
+        label="only the parties; no version is refused",
     ),
     Case(
         "meetings.reschedule",

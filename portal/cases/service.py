@@ -1187,6 +1187,15 @@ async def apply_transition(
     return case
 
 
+async def start_mediation_in_session(db: AsyncSession, case: Case, actor: User) -> bool:
+    """The mediator opened a live session of an assigned case: mediation has begun (timeline,
+    audit, evidence leaf, in the caller's transaction). False if it had begun already."""
+    if case.status != Status.ASSIGNED:
+        return False
+    await _move(db, case, actor, _check(case, _identity(actor), "start_mediation"))
+    return True
+
+
 async def post_message(
     db: AsyncSession, case: Case, actor: User, text: str, audience: str
 ) -> CaseEvent:

@@ -3,9 +3,9 @@
 :func:`verify_log` reads the log once, in index order, a page at a time, and checks
 
 - every leaf: its stored hash is the hash of its bytes, its index follows the last one, its
-  bytes are exactly what the stored records give now (the evidence item or timeline event it
-  records, the case's number, the hash of the case's previous leaf, the time), so a changed
-  row, a changed leaf or a broken chain is found;
+  bytes are exactly what the stored records give now (the evidence item, timeline event or
+  confirmed minutes it records, the case's number, the hash of the case's previous leaf, the
+  time), so a changed row, a changed leaf or a broken chain is found;
 - every evidence file: the blob exists, decrypts, and its content has the SHA-256 and size the
   leaf states (a flipped byte fails the chunk's authentication tag);
 - the tree: the tree hashes are recomputed from the leaves (a stack along the right edge, no
@@ -50,6 +50,8 @@ from portal.evidence.service import event_body, event_type
 from portal.evidence.verify.leaf import (
     EVIDENCE_ADDED,
     LEAF_PREFIX,
+    MINUTES_CONFIRMED,
+    MINUTES_SIDES,
     LeafError,
     decode_leaf,
     format_time,
@@ -57,6 +59,7 @@ from portal.evidence.verify.leaf import (
 )
 from portal.evidence.verify.note import NoteError, open_checkpoint
 from portal.evidence.verify.proofs import EMPTY_ROOT, leaf_hash, node_hash
+from portal.meetings.minutes_models import MinutesResponse, MinutesVersion
 
 PAGE = 5000
 EVENT_TYPES = frozenset({"case.transition", "case.response"})
@@ -154,6 +157,8 @@ class _Verifier:
         self.commitments: dict[int, str | _Erased] = {}
         self.files_checked: set[str] = set()
         self.checkpoints_checked = 0
+        # The confirmed minutes (version row, its confirmations) of the page, by leaf id.
+        self.minutes: dict[int, tuple[Any, list[Any]]] = {}
 
     def _commitment(self, user_id: int | None) -> str | _Erased | None:
         """The person's commitment now, or _ERASED when their secret was deleted."""
@@ -213,6 +218,7 @@ class _Verifier:
                 ).all()
             )
             materials, events = await self._sources(rows)
+            self.minutes = await self._minutes_sources(rows)
             for seq, leaf_id, case_id, kind, data, digest in rows:
                 if seq != self.tree.size:
                     raise Mismatch(f"leaf {self.tree.size} is missing: the next one is {seq}")
@@ -285,6 +291,61 @@ class _Verifier:
                 events[e.id] = e
         return materials, events
 
+    async def _minutes_sources(self, rows: Sequence[Any]) -> dict[int, tuple[Any, list[Any]]]:
+        """The minutes versions (with their confirmations) a page of leaves records."""
+        leaf_ids = [r[1] for r in rows if r[3] == MINUTES_CONFIRMED]
+        found: dict[int, tuple[Any, list[Any]]] = {}
+        versions = MinutesVersion.__table__
+        answers = MinutesResponse.__table__
+        for part in _chunks(leaf_ids):
+            for v in await self.db.execute(select(versions).where(versions.c.leaf_id.in_(part))):
+                found[v.leaf_id] = (v, [])
+        by_version = {v.id: confirmations for v, confirmations in found.values()}
+        for part in _chunks(list(by_version)):
+            query = select(answers).where(
+                answers.c.version_id.in_(part), answers.c.answer == "confirmed"
+            )
+            for a in await self.db.execute(query):
+                by_version[a.version_id].append(a)
+        for _, confirmations in found.values():
+            confirmations.sort(key=lambda a: MINUTES_SIDES.index(a.side))
+        return found
+
+    def _minutes_body(
+        self, version: Any, confirmations: list[Any], case_id: int | None, stated: Any
+    ) -> dict[str, Any]:
+        """log_minutes()'s body from the stored rows; a person whose secret was erased keeps
+        the commitment the leaf states (``stated``: the leaf's body)."""
+
+        def person(user_id: int, said: Any) -> Any:
+            found = self._commitment(user_id)
+            return said if found is _ERASED else found
+
+        said = stated.get("confirmations") if isinstance(stated, dict) else None
+        said = said if isinstance(said, list) else []
+        text = version.text.encode("utf-8")
+        return {
+            "sha256": hashlib.sha256(text).hexdigest(),
+            "size": len(text),
+            "meeting": version.meeting_id,
+            "case_id": case_id,
+            "version": version.number,
+            "mediator": person(version.author_id, stated.get("mediator")),
+            "confirmations": [
+                {
+                    "person": person(
+                        a.user_id,
+                        said[i].get("person")
+                        if i < len(said) and isinstance(said[i], dict)
+                        else None,
+                    ),
+                    "side": a.side,
+                    "time": _time(a.updated_at),
+                }
+                for i, a in enumerate(confirmations)
+            ],
+        }
+
     def _check_leaf(
         self,
         seq: int,
@@ -332,6 +393,25 @@ class _Verifier:
                 prev,
                 event.created_at,
                 body,
+            )
+        elif kind == MINUTES_CONFIRMED:
+            found_minutes = self.minutes.get(leaf_id)
+            if found_minutes is None or found_minutes[0].confirmed_at is None:
+                raise Mismatch(f"{where}: the confirmed minutes it records are missing")
+            version, confirmations = found_minutes
+            try:
+                stated = dict(decode_leaf(data).body)
+            except LeafError as exc:
+                raise Mismatch(f"{where}: not a valid leaf: {exc}") from None
+            self._compare(
+                where,
+                f"minutes version {version.id}",
+                data,
+                kind,
+                number,
+                prev,
+                version.confirmed_at,
+                self._minutes_body(version, confirmations, case_id, stated),
             )
         else:
             try:

@@ -22,15 +22,19 @@ from portal.evidence.models import LogLeaf, PersonSecret
 from portal.evidence.verify.leaf import (
     CASE_TRANSITION,
     EVIDENCE_ADDED,
+    MINUTES_CONFIRMED,
     JsonValue,
     evidence_body,
     format_time,
     metadata_digest,
+    minutes_body,
     new_person_secret,
     person_commitment,
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from portal.cases.models import Case, CaseEvent, CaseMaterial
     from portal.settings import Settings
 
@@ -177,6 +181,42 @@ async def log_event(db: AsyncSession, case: Case, event: CaseEvent) -> LogLeaf:
         case_id=case.id,
         case_number=case.number,
         time=event.created_at,
+    )
+
+
+async def log_minutes(
+    db: AsyncSession,
+    case: Case,
+    *,
+    meeting_id: int,
+    version: int,
+    text: str,
+    mediator_id: int,
+    confirmations: list[tuple[str, int, datetime]],
+    time: datetime,
+) -> LogLeaf:
+    """Stage the minutes.confirmed leaf of a session's minutes: the SHA-256 and size of the
+    text's UTF-8 bytes (the file a court checks with the receipt), the session, the version,
+    and commitments for the mediator and for each side's confirmer, (side, user id, when)."""
+    data = text.encode("utf-8")
+    body = minutes_body(
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        meeting=meeting_id,
+        case_id=case.id,
+        version=version,
+        mediator=await commitment(db, mediator_id) or "0" * 64,
+        confirmations=[
+            {
+                "side": side,
+                "person": await commitment(db, user_id) or "0" * 64,
+                "time": format_time(moment),
+            }
+            for side, user_id, moment in confirmations
+        ],
+    )
+    return await stage_leaf(
+        db, MINUTES_CONFIRMED, body, case_id=case.id, case_number=case.number, time=time
     )
 
 

@@ -82,6 +82,8 @@ class Meeting(Base):
         CheckConstraint(f"outcome IS NULL OR {_one_of('outcome', Outcome)}", name="outcome_known"),
         CheckConstraint("duration_minutes BETWEEN 5 AND 480", name="duration_sensible"),
         Index("ix_meetings_case_id_starts_at", "case_id", "starts_at"),
+        # The reminder loop looks for sessions starting in the next 24 hours.
+        Index("ix_meetings_status_starts_at", "status", "starts_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -103,6 +105,17 @@ class Meeting(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     opened_at: Mapped[datetime | None] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column()
+    # When the current time was set (scheduled, or last moved): a reminder is only sent if the
+    # session was planned at least that long ahead (no "in 24 hours" for a session set for today).
+    planned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The iCalendar SEQUENCE of its calendar entry: one more for every move (a cancellation is
+    # sent as one more again; see portal.meetings.calendar).
+    calendar_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the reminders 24 hours and 15 minutes before went out (NULL: not yet). Claimed by an
+    # UPDATE that only matches while still NULL, so two processes never send one twice; cleared
+    # when the session moves.
+    reminded_day_at: Mapped[datetime | None] = mapped_column()
+    reminded_soon_at: Mapped[datetime | None] = mapped_column()
 
 
 class Participant(Base):
@@ -146,6 +159,11 @@ class MeetingMessage(Base):
     # The sender's own id for the message: a retry with the same id is the same message.
     client_id: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
+    # An evidence item of the case shown in the chat as a link (checked, when sent, to be
+    # visible to everyone who may read the room).
+    material_id: Mapped[int | None] = mapped_column(
+        ForeignKey("case_materials.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -163,3 +181,16 @@ class MeetingConnection(Base):
     )
     device: Mapped[str] = mapped_column(String(200), default="")
     connected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The server process holding the socket (a RealtimeProcess): when that process dies, its
+    # sockets are gone and another process's sweeper removes them.
+    process: Mapped[str] = mapped_column(String(32), default="", server_default="", index=True)
+
+
+class RealtimeProcess(Base):
+    """A running Socket.IO server process, which says it is alive every few seconds."""
+
+    __tablename__ = "realtime_processes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

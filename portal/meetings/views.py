@@ -11,14 +11,17 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.cases import service as cases
+from portal.db import utcnow
 from portal.errors import DomainError
+from portal.evidence import policy as evidence_policy
 from portal.i18n import _l
 from portal.meetings import service
 from portal.meetings.forms import DURATION_CHOICES, ScheduleForm
+from portal.meetings.ice import ice_servers
 from portal.meetings.models import MeetingStatus, Side
 from portal.meetings.policy import CaseMeetings, MeetingAccess
 from portal.web import (
@@ -108,7 +111,12 @@ async def meeting_room(request: Request) -> Response:
         resource = await service.access(db, request.path_params["meeting_id"])
         require(request, "view", resource)
         rows = await service.seats(db, resource.meeting)
+        materials = await cases.materials(db, resource.case)
     meeting = resource.meeting
+    # Evidence items this person may show in the chat (the server checks the room's readers).
+    shareable = [
+        m for m in materials if permits(request, "view", evidence_policy.Item(m, resource.case))
+    ]
     manage = permits(request, "manage", resource)
     me = identity(request).user_id
     mine = next((r.participant for r in rows if r.participant.user_id == me), None)
@@ -130,8 +138,12 @@ async def meeting_room(request: Request) -> Response:
             "manage": manage,
             "my_side": mine.side if mine else _side_guess(resource, request),
             "form": form,
+            "shareable": shareable,
             "room_names": {room: tr(request, label) for room, label in service.ROOMS.items()},
             "side_names": {side: tr(request, label) for side, label in service.SIDES.items()},
+            "status_names": {
+                status: tr(request, label) for status, label in service.STATUS_LABELS.items()
+            },
             **CHOICES,
         },
     )
@@ -193,6 +205,17 @@ async def cancel(request: Request) -> Response:
     return flash(request, back, _l("Session cancelled. Everyone has been told."))
 
 
+async def meeting_ice_servers(request: Request) -> Response:
+    """The ICE servers (with this participant's own TURN credentials) for a session's media."""
+    async with db_session(request) as db:
+        resource = await service.access(db, request.path_params["meeting_id"])
+        require(request, "join", resource)
+    user_id = identity(request).user_id
+    assert user_id is not None  # "join" is never granted to anonymous visitors
+    found = ice_servers(request.app.state.settings, user_id, utcnow())
+    return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
+
 routes = [
     Route(
         "/cases/{case_id:int}/meetings",
@@ -208,4 +231,9 @@ routes = [
         name="meetings.reschedule",
     ),
     Route("/meetings/{meeting_id:int}/cancel", cancel, methods=["POST"], name="meetings.cancel"),
+    Route(
+        "/api/v1/meetings/{meeting_id:int}/ice-servers",
+        meeting_ice_servers,
+        name="meetings.ice_servers",
+    ),
 ]

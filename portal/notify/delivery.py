@@ -7,6 +7,10 @@ during the network call. A failure is retried with exponential backoff
 (1, 2, 4, 8, 16 minutes) and gives up after ``MAX_ATTEMPTS``; a refusal that retrying cannot fix
 (no address on file, a recipient the server rejects for good) gives up at once.
 
+An email whose notification names an attachment (``meeting:12``) carries the file that the
+builder registered for that kind makes while the row is claimed (``portal.notify.attachments``),
+so a retry carries the object's state at that moment.
+
 ``OutboxWorker`` runs it in the background; the app starts it in its lifespan and may ``wake()``
 it after committing a notification.
 """
@@ -17,8 +21,8 @@ import gettext
 import logging
 import re
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -33,6 +37,7 @@ from portal.accounts.service import contact_of, mask_phone
 from portal.background import BackgroundLoop
 from portal.crypto import DataVault
 from portal.db import session_scope, utcnow
+from portal.notify.attachments import Attachment, Attachments, UnknownAttachment
 from portal.notify.models import EXTERNAL_CHANNELS, Notification
 from portal.notify.service import render
 from portal.settings import SmtpSettings
@@ -77,8 +82,10 @@ async def send_email(
     to: str,
     subject: str,
     body: str,
+    attachments: Sequence[Attachment] = (),
 ) -> str:
-    """Send one plain-text UTF-8 email through ``smtp`` and return its Message-ID."""
+    """Send one plain-text UTF-8 email (with any ``attachments``) through ``smtp`` and return
+    its Message-ID."""
     if smtp.security not in ("none", "starttls", "tls"):
         raise ValueError("SMTP security must be none, starttls or tls")
     sender_domain = parseaddr(smtp.sender)[1].rpartition("@")[2] or "localhost"
@@ -91,6 +98,23 @@ async def send_email(
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: autoresponders do not reply
     message.set_content(body, charset="utf-8")
+    for attachment in attachments:
+        params = {**attachment.params, "name": attachment.filename}
+        if attachment.maintype == "text":
+            message.add_attachment(
+                attachment.content.decode("utf-8"),
+                subtype=attachment.subtype,
+                filename=attachment.filename,
+                params=params,
+            )
+        else:
+            message.add_attachment(
+                attachment.content,
+                maintype=attachment.maintype,
+                subtype=attachment.subtype,
+                filename=attachment.filename,
+                params=params,
+            )
     await aiosmtplib.send(
         message,
         hostname=smtp.host,
@@ -138,6 +162,7 @@ class _Outgoing:
     address: str
     subject: str
     text: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -146,7 +171,7 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def _is_permanent(exc: BaseException) -> bool:
-    if isinstance(exc, Undeliverable):
+    if isinstance(exc, Undeliverable | UnknownAttachment):
         return True
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return bool(exc.recipients) and all(r.code >= 500 for r in exc.recipients)
@@ -188,9 +213,38 @@ def _prepare(
     return _Outgoing("sms", address, "", f"{prefix}{title}\n{body}")
 
 
+async def _attach(
+    db: AsyncSession,
+    outgoing: _Outgoing,
+    reference: str,
+    user: User,
+    attachments: Attachments | None,
+    catalogues: Mapping[str, gettext.NullTranslations],
+    base_url: str,
+    sender: str,
+    now: datetime,
+) -> _Outgoing:
+    """The email with the file ``reference`` names, made now (without it if its object is gone)."""
+    if attachments is None:
+        raise UnknownAttachment("no attachment builders were given to the worker")
+    built = await attachments.build(
+        db,
+        reference,
+        user=user,
+        address=outgoing.address,
+        translations=catalogues.get(user.locale) or gettext.NullTranslations(),
+        base_url=base_url,
+        sender=sender,
+        now=now,
+    )
+    return replace(outgoing, attachments=(built,)) if built is not None else outgoing
+
+
 async def _send(outgoing: _Outgoing, smtp: SmtpSettings, sms: SmsProvider) -> str:
     if outgoing.channel == "email":
-        return await send_email(smtp, outgoing.address, outgoing.subject, outgoing.text)
+        return await send_email(
+            smtp, outgoing.address, outgoing.subject, outgoing.text, outgoing.attachments
+        )
     return await sms.send(outgoing.address, outgoing.text)
 
 
@@ -293,12 +347,14 @@ async def deliver_pending(
     smtp: SmtpSettings,
     sms: SmsProvider,
     base_url: str,
+    attachments: Attachments | None = None,
     limit: int = 100,
     now: datetime | None = None,
 ) -> DeliveryReport:
     """Send up to ``limit`` due email/SMS notifications, each committed on its own.
 
-    Each row is claimed (one short transaction), sent with no transaction open, and its outcome
+    Each row is claimed (one short transaction, in which an email's attachment is also made
+    from the current state of its object), sent with no transaction open, and its outcome
     recorded (another short transaction). Failures are recorded on the row, never raised.
     ``now`` fixes the clock (tests).
     """
@@ -316,9 +372,21 @@ async def deliver_pending(
                 continue  # another process claimed it first
             row_id, attempts = row.id, row.attempts
             try:
-                outgoing = _prepare(
-                    row, await db.get(User, row.user_id), vault, catalogues, base_url
-                )
+                user = await db.get(User, row.user_id)
+                prepared = _prepare(row, user, vault, catalogues, base_url)
+                if prepared.channel == "email" and row.attachment and user is not None:
+                    prepared = await _attach(
+                        db,
+                        prepared,
+                        row.attachment,
+                        user,
+                        attachments,
+                        catalogues,
+                        base_url,
+                        smtp.sender,
+                        stamp,
+                    )
+                outgoing = prepared
             except Exception as exc:
                 problem = exc
             await db.commit()
@@ -356,6 +424,7 @@ class OutboxWorker(BackgroundLoop):
         smtp: SmtpSettings,
         base_url: str,
         sms: SmsProvider | None = None,
+        attachments: Attachments | None = None,
         interval: float = 5.0,
         limit: int = 100,
     ) -> None:
@@ -366,6 +435,7 @@ class OutboxWorker(BackgroundLoop):
         self.smtp = smtp
         self.base_url = base_url
         self.sms: SmsProvider = sms or LogSmsProvider()
+        self.attachments = attachments
         self.limit = limit
 
     async def run_once(self) -> bool:
@@ -376,6 +446,7 @@ class OutboxWorker(BackgroundLoop):
             smtp=self.smtp,
             sms=self.sms,
             base_url=self.base_url,
+            attachments=self.attachments,
             limit=self.limit,
         )
         if report.total:

@@ -40,6 +40,9 @@ class Notification(Base):
     body_msgid: Mapped[str] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     link: Mapped[str] = mapped_column(String(300), default="")
+    # What the email carries, as "<kind>:<key>" (e.g. "meeting:12"): the delivery worker asks the
+    # builder registered for that kind to make the file at send time, so it is current.
+    attachment: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gettext
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -41,6 +42,14 @@ def _check_link(link: str) -> None:
         raise ValueError("a notification link is a local path such as /cases/12")
 
 
+_ATTACHMENT_RE = re.compile(r"[a-z][a-z0-9_]{0,29}:[A-Za-z0-9_-]{1,69}")
+
+
+def _check_attachment(attachment: str | None) -> None:
+    if attachment is not None and not _ATTACHMENT_RE.fullmatch(attachment):
+        raise ValueError("a notification attachment is a reference such as meeting:12")
+
+
 # A flag in ``AsyncSession.info``: this session queued email or SMS for the delivery worker.
 OUTBOX_PENDING = "jiefen.outbox_pending"
 
@@ -53,16 +62,20 @@ async def notify(
     *,
     link: str = "",
     channels: Sequence[str] = ALL_CHANNELS,
+    attachment: str | None = None,
 ) -> list[Notification]:
     """Add one notification per channel to ``db`` without committing (the outbox pattern).
 
     In-app rows are sent at once; email and SMS rows wait for the delivery worker. A channel
     for which the user has no contact (no email address, no phone number) is skipped.
+    ``attachment`` (``"<kind>:<key>"``, such as ``"meeting:12"``) goes with the email: the
+    worker has the builder registered for that kind make the file when it sends it.
     """
     unknown = set(channels) - set(CHANNELS)
     if unknown:
         raise ValueError(f"unknown channels: {sorted(unknown)}")
     _check_link(link)
+    _check_attachment(attachment)
     params = _merged_params(title, body)
     user = await db.get(User, user_id)
     if user is None:
@@ -84,6 +97,7 @@ async def notify(
             body_msgid=body.msgid,
             params=params,
             link=link,
+            attachment=attachment if channel == "email" else None,
             status="sent" if in_app else "pending",
             attempts=0,
             created_at=now,

@@ -1,8 +1,12 @@
-// Jiefen: the live session page (text chat, waiting room, rooms). No framework.
-// The server decides who is where and who receives what; this module only shows it.
+// Jiefen: the live session page (device check, waiting room, rooms, text chat, voice and video).
+// No framework. The server decides who is where and who receives what; this module shows it.
 // Protocol: realtime/meetings.py. Messages are kept by sequence number, so a replay after a
 // reconnect never shows one twice; messages not yet acknowledged are kept (in this tab's
 // sessionStorage) and sent again with the same id, which the server stores only once.
+// Media: a mesh of RTCPeerConnections, one per other person in the same room, negotiated with
+// the "perfect negotiation" pattern (the peer with the higher user id is the polite one), the
+// signaling relayed by the server only within the room. Moving to another room closes every
+// connection and opens new ones with the new room's members.
 import { io } from "/static/vendor/socket.io-client-4.8.4/socket.io.esm.min.js";
 
 const root = document.getElementById("meeting");
@@ -24,8 +28,10 @@ function start(root) {
     compose: $("meeting-compose"), text: $("meeting-text"), error: $("meeting-error"),
     target: $("meeting-target"), waiting: $("meeting-waiting"), roster: $("meeting-roster"),
     notes: $("meeting-notes"), lock: $("meeting-lock"), end: $("meeting-end"),
-    outcome: $("meeting-outcome"),
+    outcome: $("meeting-outcome"), prejoin: $("meeting-prejoin"), check: $("meeting-check"),
+    joinButton: $("meeting-join"), material: $("meeting-material"),
   };
+  const mode = root.dataset.mode;
 
   const seen = new Map(); // seq -> message
   let watermark = 0; // every message we may read up to here has been received
@@ -36,7 +42,9 @@ function start(root) {
   const storeKey = "jiefen.meeting." + meetingId + ".outbox";
   const outbox = new Map(loadOutbox()); // client id -> {text, room}
 
+  let wantJoin = false; // the user pressed "join": every new connection joins again
   const socket = io({ transports: ["websocket"], withCredentials: true });
+  const media = mode === "text" ? null : createMedia();
 
   function loadOutbox() {
     try { return JSON.parse(sessionStorage.getItem(storeKey) || "[]"); } catch (e) { return []; }
@@ -56,15 +64,46 @@ function start(root) {
 
   // -- connection and state --------------------------------------------------------------
 
-  socket.on("connect", join);
-  socket.on("disconnect", () => { joined = false; say(ui.connection, t.reconnecting); });
-  socket.on("connect_error", () => say(ui.connection, t.reconnecting));
+  socket.on("connect", () => { if (wantJoin) { join(); } else { check(); } });
+  socket.on("disconnect", () => {
+    joined = false;
+    say(ui.connection, t.reconnecting);
+    if (media) { media.closeAll(); } // reopened with the room's members after joining again
+  });
+  socket.on("connect_error", () => { say(ui.connection, t.reconnecting); if (!wantJoin) { say(ui.check, t.check_failed); } });
   socket.on("meeting.state", (s) => { if (s.meeting_id === meetingId) { apply(s); } });
   socket.on("meeting.chat", (m) => { if (m.meeting_id === meetingId) { add(m); } });
   socket.on("meeting.typing", showTyping);
-  socket.on("meeting.peer_joined", () => {}); // media connections: a later slice
-  socket.on("meeting.peer_left", () => {});
-  socket.on("meeting.signal", () => {});
+  socket.on("meeting.peer_joined", (p) => { if (media && p.meeting_id === meetingId && p.user_id !== me) { media.peerJoined(p); } });
+  socket.on("meeting.peer_left", (p) => { if (media && p.meeting_id === meetingId) { media.close(p.user_id); } });
+  socket.on("meeting.signal", (s) => { if (media && s.meeting_id === meetingId) { media.signal(s.from_user_id, s.payload); } });
+  socket.on("meeting.presence", (p) => { if (media && p.meeting_id === meetingId) { media.presence(p); } });
+  socket.on("meeting.media", (r) => { if (media && r.meeting_id === meetingId) { media.obey(r); } });
+
+  // -- before joining: devices and a connectivity check ----------------------------------
+
+  async function check() {
+    const times = [];
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      const ack = await socket.timeout(5000).emitWithAck("meeting.ping", {}).catch(() => null);
+      if (!ack || !ack.ok) { say(ui.check, t.check_failed); return; }
+      times.push(performance.now() - started);
+    }
+    const ms = Math.round(times.sort((a, b) => a - b)[1]);
+    let text = (ms > 400 ? t.check_slow : t.check_ok).replace("{ms}", String(ms));
+    if (media && (await media.loadIce()).relay) { text += " " + t.relay; }
+    say(ui.check, text);
+    ui.joinButton.disabled = false;
+  }
+
+  ui.joinButton.addEventListener("click", () => {
+    wantJoin = true;
+    ui.prejoin.hidden = true;
+    if (media) { media.startLive(); }
+    if (socket.connected) { join(); }
+  });
+  if (media) { media.preview(); }
 
   async function join() {
     say(ui.connection, t.connecting);
@@ -81,6 +120,8 @@ function start(root) {
   }
 
   function finish(text) {
+    if (media) { media.stop(); }
+    ui.prejoin.hidden = true;
     ui.live.hidden = true;
     ui.knock.hidden = true;
     ui.notice.hidden = false;
@@ -94,11 +135,20 @@ function start(root) {
     state = s;
     const you = s.you;
     ui.knock.hidden = true;
+    // The page was drawn before the session opened: what it says of the plan is out of date.
+    const badge = document.querySelector("[data-testid=meeting-status]");
+    if (badge && t.statuses[s.status]) {
+      badge.textContent = t.statuses[s.status];
+      badge.className = "badge meeting-" + s.status;
+    }
+    const plan = $("meeting-plan");
+    if (plan) { plan.hidden = s.status !== "scheduled"; }
     if (s.status === "ended" || s.status === "cancelled") {
       finish(s.status === "ended" ? t.ended : t.cancelled);
       return;
     }
     if (you.state !== "admitted") {
+      if (media) { media.closeAll(); }
       ui.live.hidden = true;
       ui.notice.hidden = false;
       if (you.state === "waiting") {
@@ -118,6 +168,7 @@ function start(root) {
     say(ui.mediator, manage ? "" : t["mediator_" + s.mediator] || "");
     showMembers(s);
     if (manage) { showRoster(s); }
+    if (media) { media.reconcile(s, before); }
     const entered = !before || before.you.state !== "admitted" || before.you.room !== you.room;
     if (entered) { sync().then(flush); }
   }
@@ -132,9 +183,22 @@ function start(root) {
     }
     for (const p of here) {
       const li = document.createElement("li");
-      li.textContent = p.name + " · " + (t.sides[p.side] || p.side) + (p.connected ? "" : " (" + t.offline + ")");
+      li.dataset.userId = String(p.user_id);
+      li.textContent = describe(p);
       ui.members.append(li);
     }
+  }
+
+  function describe(p) {
+    const parts = [p.name, t.sides[p.side] || p.side];
+    if (p.connected && t.devices[p.device]) { parts.push(t.devices[p.device]); }
+    const heard = media && media.heard(p.user_id);
+    if (heard) {
+      if (!heard.audio) { parts.push(t.mic_off); }
+      if (mode === "video" && !heard.video) { parts.push(t.camera_is_off); }
+      if (t.quality[heard.quality]) { parts.push(t.quality[heard.quality]); }
+    }
+    return parts.join(" · ") + (p.connected ? "" : " (" + t.offline + ")");
   }
 
   // -- the mediator's controls -----------------------------------------------------------
@@ -156,7 +220,7 @@ function start(root) {
       const li = document.createElement("li");
       const label = document.createElement("span");
       const where = p.state === "admitted" ? t.rooms[p.room] : t.states[p.state];
-      label.textContent = p.name + " · " + (t.sides[p.side] || p.side) + " · " + where + (p.connected ? "" : " (" + t.offline + ")");
+      label.textContent = describe(p) + " · " + where;
       li.append(label);
       const id = String(p.user_id);
       if (p.state === "waiting") {
@@ -168,6 +232,10 @@ function start(root) {
         const rooms = p.side === "claimant" ? ["joint", "caucus_claimant"] : p.side === "respondent" ? ["joint", "caucus_respondent"] : ["joint"];
         for (const room of rooms) {
           if (room !== p.room) { li.append(" ", button("→ " + t.rooms[room], "meeting.move", { userId: id, room: room })); }
+        }
+        if (media) {
+          li.append(" ", button(t.mute_other, "meeting.media", { userId: id, media: "mute_audio" }));
+          li.append(" ", button(t.ask_unmute, "meeting.media", { userId: id, media: "ask_unmute" }));
         }
         li.append(" ", button(t.remove, "meeting.remove", { userId: id }));
       }
@@ -191,6 +259,7 @@ function start(root) {
       if (d.action) {
         const payload = { user_id: Number(d.userId) };
         if (d.room) { payload.room = d.room; }
+        if (d.media) { payload.action = d.media; }
         control(d.action, payload);
       } else if (d.moveSide) {
         control("meeting.move", { side: d.moveSide, room: d.room });
@@ -242,6 +311,15 @@ function start(root) {
     const body = document.createElement("p");
     body.textContent = m.text;
     li.append(who, " ", tag, " ", time, body);
+    if (m.material_url) {
+      const link = document.createElement("a");
+      link.href = m.material_url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.className = "meeting-evidence";
+      link.textContent = "📎 " + m.material_title;
+      li.append(link);
+    }
     // Keep the list in sequence order, whatever order messages arrive in.
     const after = [...list.children].find((c) => c.dataset.seq && Number(c.dataset.seq) > m.seq);
     list.insertBefore(li, after || null);
@@ -259,7 +337,9 @@ function start(root) {
   async function send(id) {
     const item = outbox.get(id);
     if (!item || !socket.connected || !joined) { return; } // sent again after the next join
-    const ack = await request("meeting.chat", { client_id: id, text: item.text, room: item.room || null });
+    const payload = { client_id: id, text: item.text, room: item.room || null };
+    if (item.material_id) { payload.material_id = item.material_id; }
+    const ack = await request("meeting.chat", payload);
     if (ack.ok) {
       outbox.delete(id);
       saveOutbox();
@@ -287,11 +367,13 @@ function start(root) {
 
   ui.compose.addEventListener("submit", (e) => {
     e.preventDefault();
-    const text = ui.text.value.trim();
+    const material = ui.material && ui.material.value ? ui.material.selectedOptions[0] : null;
+    const text = ui.text.value.trim() || (material ? material.textContent : "");
     if (!text) { return; }
     say(ui.error, "");
     const id = newId();
     const item = { text: text, room: ui.target && ui.target.value ? ui.target.value : null };
+    if (material) { item.material_id = Number(material.value); ui.material.value = ""; }
     outbox.set(id, item);
     saveOutbox();
     showPending(id, item);
@@ -317,5 +399,408 @@ function start(root) {
     say(ui.typing, t.typing.replace("{name}", data.name));
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => say(ui.typing, ""), 3000);
+  }
+
+  // -- voice and video -------------------------------------------------------------------
+
+  function createMedia() {
+    const video = mode === "video";
+    const m = {
+      stream: null, // this participant's microphone (and camera)
+      peers: new Map(), // user id -> {pc, polite, makingOffer, ignoreOffer, tile}
+      heardFrom: new Map(), // user id -> their last presence report
+      iceServers: [],
+      room: null,
+      quality: "unknown",
+      live: false,
+    };
+    const el = {
+      preview: $("meeting-preview"), camera: $("meeting-camera"), mic: $("meeting-mic"),
+      level: $("meeting-level"), status: $("meeting-device-status"), tiles: $("meeting-tiles"),
+      micToggle: $("meeting-mic-toggle"), cameraToggle: $("meeting-camera-toggle"),
+      notice: $("meeting-media-notice"), noticeText: $("meeting-media-notice-text"),
+      unmute: $("meeting-unmute"),
+    };
+
+    // Phones first: 640x360 at most, and the sender caps its bitrate (tune) so a mesh of six
+    // fits a mobile uplink; audio is sent with high priority, video with low.
+    function constraints() {
+      const c = { audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } };
+      if (el.mic && el.mic.value) { c.audio.deviceId = { exact: el.mic.value }; }
+      if (video) {
+        c.video = { width: { ideal: 640, max: 640 }, height: { ideal: 360, max: 360 }, frameRate: { ideal: 24, max: 30 } };
+        if (el.camera && el.camera.value) { c.video.deviceId = { exact: el.camera.value }; } else { c.video.facingMode = "user"; }
+      }
+      return c;
+    }
+
+    async function acquire() {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        say(el.status, t.no_devices);
+        return null;
+      }
+      try {
+        return await navigator.mediaDevices.getUserMedia(constraints());
+      } catch (e) {
+        say(el.status, e && e.name === "NotAllowedError" ? t.device_denied : t.no_devices);
+        return null;
+      }
+    }
+
+    async function listDevices() {
+      const devices = await navigator.mediaDevices.enumerateDevices();
+      for (const [select, kind] of [[el.camera, "videoinput"], [el.mic, "audioinput"]]) {
+        if (!select) { continue; }
+        const current = select.value;
+        select.replaceChildren();
+        devices.filter((d) => d.kind === kind).forEach((d, i) => {
+          const option = new Option(d.label || kind + " " + (i + 1), d.deviceId);
+          select.append(option);
+        });
+        const used = m.stream && m.stream.getTracks().find((tr) => tr.kind + "input" === kind);
+        const id = current || (used && used.getSettings().deviceId);
+        if (id) { select.value = id; }
+      }
+    }
+
+    let meterStop = null;
+    function meter(stream) {
+      if (meterStop) { meterStop(); meterStop = null; }
+      if (!el.level || !stream.getAudioTracks().length || !window.AudioContext) { return; }
+      const context = new AudioContext();
+      const analyser = context.createAnalyser();
+      context.createMediaStreamSource(stream).connect(analyser);
+      const data = new Uint8Array(analyser.fftSize);
+      let running = true;
+      (function tick() {
+        if (!running) { return; }
+        analyser.getByteTimeDomainData(data);
+        let peak = 0;
+        for (const v of data) { peak = Math.max(peak, Math.abs(v - 128) / 128); }
+        el.level.value = peak;
+        requestAnimationFrame(tick);
+      })();
+      meterStop = () => { running = false; context.close(); };
+    }
+
+    function useStream(stream) {
+      const old = m.stream;
+      m.stream = stream;
+      if (el.preview) { el.preview.srcObject = stream; }
+      if (stream) { meter(stream); }
+      // Peers already connected get the new tracks in place of the old ones.
+      for (const peer of m.peers.values()) {
+        for (const sender of peer.pc.getSenders()) {
+          const kind = sender.track ? sender.track.kind : null;
+          const track = kind && stream ? stream.getTracks().find((tr) => tr.kind === kind) : null;
+          if (track) { sender.replaceTrack(track); }
+        }
+      }
+      if (old) { old.getTracks().forEach((tr) => tr.stop()); }
+      showLocal();
+    }
+
+    m.preview = async () => {
+      useStream(await acquire());
+      if (m.stream) { await listDevices(); }
+      for (const select of [el.camera, el.mic]) {
+        if (select) { select.addEventListener("change", async () => useStream(await acquire())); }
+      }
+    };
+
+    m.loadIce = async () => {
+      try {
+        const response = await fetch(root.dataset.iceUrl, { credentials: "same-origin" });
+        if (response.ok) { m.iceServers = (await response.json()).iceServers || []; }
+      } catch (e) { /* host candidates still work */ }
+      return { relay: m.iceServers.some((s) => [].concat(s.urls).some((u) => u.startsWith("turn"))) };
+    };
+
+    m.startLive = () => {
+      m.live = true;
+      if (meterStop) { meterStop(); meterStop = null; }
+      showLocal();
+      setInterval(measure, 5000);
+    };
+
+    m.stop = () => {
+      m.closeAll();
+      if (m.stream) { m.stream.getTracks().forEach((tr) => tr.stop()); }
+      if (meterStop) { meterStop(); }
+      m.stream = null;
+    };
+
+    // -- tiles -----------------------------------------------------------------------------
+
+    function tile(id, name, local) {
+      const figure = document.createElement("figure");
+      figure.className = "meeting-tile" + (local ? " local" : "") + (video ? "" : " voice");
+      figure.dataset.userId = String(id);
+      const v = document.createElement("video");
+      v.autoplay = true;
+      v.playsInline = true;
+      v.muted = local; // never play one's own microphone back
+      const caption = document.createElement("figcaption");
+      caption.textContent = name;
+      figure.append(v, caption);
+      el.tiles.append(figure);
+      return { figure, video: v, caption };
+    }
+
+    let localTile = null;
+    function showLocal() {
+      if (!m.live || !el.tiles) { return; }
+      if (!localTile) { localTile = tile(me, t.you, true); }
+      localTile.video.srcObject = m.stream;
+      localTile.figure.hidden = !m.stream;
+      updateToggles();
+    }
+
+    function nameOf(id) {
+      const seat = state && state.seats.find((p) => p.user_id === id);
+      return seat ? seat.name : "";
+    }
+
+    // -- peer connections (perfect negotiation) -------------------------------------------
+
+    function send(to, payload) {
+      socket.emit("meeting.signal", { meeting_id: meetingId, to: to, payload: payload });
+    }
+
+    function tune(pc) {
+      for (const sender of pc.getSenders()) {
+        if (!sender.track) { continue; }
+        const params = sender.getParameters();
+        if (!params.encodings || !params.encodings.length) { continue; } // not negotiated yet
+        const encoding = params.encodings[0];
+        if (sender.track.kind === "video") {
+          encoding.maxBitrate = 500000;
+          encoding.maxFramerate = 24;
+          encoding.priority = "low";
+          encoding.networkPriority = "low";
+          params.degradationPreference = "maintain-framerate";
+        } else {
+          encoding.priority = "high";
+          encoding.networkPriority = "high";
+        }
+        sender.setParameters(params).catch(() => { /* an older browser: defaults */ });
+      }
+    }
+
+    function open(id) {
+      let peer = m.peers.get(id);
+      if (peer) { return peer; }
+      const pc = new RTCPeerConnection({ iceServers: m.iceServers });
+      peer = { pc, polite: me > id, makingOffer: false, ignoreOffer: false, tile: tile(id, nameOf(id), false) };
+      m.peers.set(id, peer);
+      const stream = m.stream;
+      const kinds = video ? ["audio", "video"] : ["audio"];
+      for (const kind of kinds) {
+        const track = stream && stream.getTracks().find((tr) => tr.kind === kind);
+        if (track) { pc.addTrack(track, stream); } else { pc.addTransceiver(kind, { direction: "recvonly" }); }
+      }
+      const remote = new MediaStream();
+      peer.tile.video.srcObject = remote;
+      pc.ontrack = ({ track }) => {
+        remote.addTrack(track);
+        peer.tile.video.play().catch(() => {});
+      };
+      pc.onnegotiationneeded = async () => {
+        try {
+          peer.makingOffer = true;
+          await pc.setLocalDescription();
+          send(id, { description: pc.localDescription.toJSON() });
+        } catch (e) {
+          console.warn("negotiation", e);
+        } finally {
+          peer.makingOffer = false;
+        }
+      };
+      pc.onicecandidate = ({ candidate }) => { if (candidate) { send(id, { candidate: candidate.toJSON() }); } };
+      pc.onsignalingstatechange = () => { if (pc.signalingState === "stable") { tune(pc); } };
+      pc.oniceconnectionstatechange = () => { if (pc.iceConnectionState === "failed") { pc.restartIce(); } };
+      pc.onconnectionstatechange = () => { peer.tile.figure.dataset.state = pc.connectionState; };
+      return peer;
+    }
+
+    // The server relays signaling only between members of one room, so a signal is answered
+    // even if it comes before the state that says the sender is here.
+    m.signal = async (from, payload) => {
+      if (!m.live) { return; }
+      const peer = open(from);
+      const pc = peer.pc;
+      try {
+        if (payload.description) {
+          const description = payload.description;
+          const collision = description.type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
+          peer.ignoreOffer = !peer.polite && collision;
+          if (peer.ignoreOffer) { return; }
+          await pc.setRemoteDescription(description); // rolls back our own offer if need be
+          if (description.type === "offer") {
+            await pc.setLocalDescription();
+            send(from, { description: pc.localDescription.toJSON() });
+          }
+        } else if (payload.candidate) {
+          try {
+            await pc.addIceCandidate(payload.candidate);
+          } catch (e) {
+            if (!peer.ignoreOffer) { throw e; }
+          }
+        }
+      } catch (e) {
+        console.warn("signal", e);
+      }
+    };
+
+    m.close = (id) => {
+      const peer = m.peers.get(id);
+      if (!peer) { return; }
+      m.peers.delete(id);
+      peer.pc.close();
+      peer.tile.figure.remove();
+    };
+
+    m.closeAll = () => {
+      for (const id of [...m.peers.keys()]) { m.close(id); }
+      m.room = null;
+    };
+
+    m.peerJoined = (p) => {
+      if (m.live && m.room === p.room) { open(p.user_id); report(); }
+    };
+
+    // The state says who is in our room: connections to exactly those who are connected.
+    m.reconcile = (s) => {
+      if (!m.live) { return; }
+      const room = s.you.state === "admitted" ? s.you.room : null;
+      if (!room) { m.closeAll(); return; }
+      if (m.room && room !== m.room) { m.closeAll(); }
+      m.room = room;
+      const here = new Set(s.seats.filter((p) => p.state === "admitted" && p.room === room && p.connected && p.user_id !== me).map((p) => p.user_id));
+      for (const id of [...m.peers.keys()]) { if (!here.has(id)) { m.close(id); } }
+      for (const id of here) {
+        const peer = open(id);
+        peer.tile.caption.textContent = nameOf(id);
+      }
+      report();
+    };
+
+    // -- microphone and camera, and the mediator's requests --------------------------------
+
+    function enabled(kind) {
+      const track = m.stream && m.stream.getTracks().find((tr) => tr.kind === kind);
+      return Boolean(track && track.enabled);
+    }
+
+    function setEnabled(kind, on) {
+      if (!m.stream) { return; }
+      m.stream.getTracks().filter((tr) => tr.kind === kind).forEach((tr) => { tr.enabled = on; });
+      updateToggles();
+      report();
+    }
+
+    function updateToggles() {
+      if (el.micToggle) {
+        const on = enabled("audio");
+        el.micToggle.textContent = on ? t.mute : t.unmute;
+        el.micToggle.setAttribute("aria-pressed", String(!on));
+        el.micToggle.disabled = !m.stream;
+      }
+      if (el.cameraToggle) {
+        const on = enabled("video");
+        el.cameraToggle.textContent = on ? t.camera_off : t.camera_on;
+        el.cameraToggle.setAttribute("aria-pressed", String(!on));
+        el.cameraToggle.disabled = !m.stream;
+      }
+    }
+
+    if (el.micToggle) { el.micToggle.addEventListener("click", () => setEnabled("audio", !enabled("audio"))); }
+    if (el.cameraToggle) { el.cameraToggle.addEventListener("click", () => setEnabled("video", !enabled("video"))); }
+    if (el.unmute) {
+      el.unmute.addEventListener("click", () => {
+        setEnabled("audio", true);
+        el.notice.hidden = true;
+      });
+    }
+
+    m.obey = (r) => {
+      const text = { mute_audio: t.muted_by, mute_video: t.camera_off_by, ask_unmute: t.asked_unmute }[r.action];
+      if (!text) { return; }
+      if (r.action === "mute_audio") { setEnabled("audio", false); }
+      if (r.action === "mute_video") { setEnabled("video", false); }
+      say(el.noticeText, text.replace("{name}", r.by_name));
+      el.unmute.hidden = r.action !== "ask_unmute" || !m.stream;
+      el.notice.hidden = false;
+    };
+
+    // -- presence: what we tell the room about ourselves, and what we heard -----------------
+
+    function report() {
+      if (!joined || !m.room) { return; }
+      socket.emit("meeting.presence", {
+        meeting_id: meetingId, audio: enabled("audio"), video: enabled("video"), quality: m.quality,
+      });
+    }
+
+    m.presence = (p) => {
+      m.heardFrom.set(p.user_id, p);
+      if (state) { showMembers(state); if (manage) { showRoster(state); } }
+      const peer = m.peers.get(p.user_id);
+      if (peer) {
+        peer.tile.figure.classList.toggle("muted", !p.audio);
+        peer.tile.figure.dataset.quality = p.quality;
+      }
+    };
+    m.heard = (id) => m.heardFrom.get(id) || null;
+
+    // Network quality from WebRTC statistics: round trip time and loss of the worst connection.
+    async function measure() {
+      if (!m.peers.size) { return; }
+      let worst = "good";
+      const rank = { good: 0, fair: 1, poor: 2 };
+      for (const peer of m.peers.values()) {
+        const q = await qualityOf(peer.pc);
+        if (q && rank[q] > rank[worst]) { worst = q; }
+      }
+      if (worst !== m.quality) { m.quality = worst; report(); }
+    }
+
+    async function qualityOf(pc) {
+      if (pc.connectionState !== "connected") { return pc.connectionState === "connecting" ? null : "poor"; }
+      const stats = await pc.getStats();
+      let rtt = 0;
+      let lost = 0;
+      let received = 0;
+      stats.forEach((r) => {
+        if (r.type === "candidate-pair" && r.nominated && r.currentRoundTripTime !== undefined) { rtt = Math.max(rtt, r.currentRoundTripTime); }
+        if (r.type === "inbound-rtp") { lost += r.packetsLost || 0; received += r.packetsReceived || 0; }
+      });
+      const loss = received + lost ? lost / (received + lost) : 0;
+      if (rtt < 0.3 && loss < 0.02) { return "good"; }
+      if (rtt < 0.8 && loss < 0.08) { return "fair"; }
+      return "poor";
+    }
+
+    // For people and tests: what each connection has received and decoded so far.
+    root.meetingStats = async () => {
+      const out = [];
+      for (const [id, peer] of m.peers) {
+        const entry = { user_id: id, state: peer.pc.connectionState, framesDecoded: 0, audioBytes: 0, videoBytes: 0, frameHeight: 0 };
+        (await peer.pc.getStats()).forEach((r) => {
+          if (r.type !== "inbound-rtp") { return; }
+          if (r.kind === "video") {
+            entry.framesDecoded += r.framesDecoded || 0;
+            entry.videoBytes += r.bytesReceived || 0;
+            entry.frameHeight = Math.max(entry.frameHeight, r.frameHeight || 0);
+          } else {
+            entry.audioBytes += r.bytesReceived || 0;
+          }
+        });
+        out.push(entry);
+      }
+      return out;
+    };
+
+    return m;
   }
 }

@@ -194,8 +194,21 @@ async def test_early_arrivals_wait_and_reconnecting_never_bypasses_the_waiting_r
     assert again.state.you.state == "waiting"
     assert not any(isinstance(op, Enter) and op.room.endswith(":joint") for op in ops)
 
+    async def case_status(db: AsyncSession) -> tuple[str, int]:
+        case = await db.get(Case, cast.case_id, populate_existing=True)
+        assert case is not None
+        moves = await db.scalar(
+            select(func.count(CaseEvent.id)).where(
+                CaseEvent.case_id == cast.case_id, CaseEvent.to_status == "in_mediation"
+            )
+        )
+        return case.status, moves or 0
+
+    assert (await run(app, case_status))[0] == ("assigned", 0)
     opened, ops = await join(app, cast.mediator, mid, "m1")
     assert opened.state.status == "open" and opened.state.you.room == "joint"
+    # Opening the first session starts the mediation: the case moves, on its timeline too.
+    assert (await run(app, case_status))[0] == ("in_mediation", 1)
     assert Enter("m1", room_channel(mid, "joint")) in ops
     assert Enter("m1", room_channel(mid, "notes")) in ops
     waiting = [s for s in opened.state.seats if s.state == "waiting"]

@@ -16,8 +16,9 @@ Fields, all required:
     The integer 1. A new version gets a new prefix line (``jiefen-leaf/2``) as well.
 ``type``
     What happened: a dotted lower-case name (``evidence.added``, ``case.transition``,
-    ``minutes``, ``agreement.signature``, ``recording``, ``checkpoint.note``...). The set is open;
-    names match ``[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*`` and are at most 64 characters.
+    ``minutes.confirmed``, ``agreement.signature``, ``recording``, ``checkpoint.note``...). The
+    set is open; names match ``[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*`` and are at most 64
+    characters.
 ``case``
     The case number (``SZ-2026-000123``: ASCII letters, digits and hyphens, at most 32
     characters), or ``null`` for a leaf about no case.
@@ -40,6 +41,13 @@ For ``evidence.added`` the body must hold ``sha256`` (lower-case hex SHA-256 of 
 ``size`` (bytes), ``metadata`` (hex SHA-256 of the canonical JSON of the file's metadata, see
 :func:`metadata_digest`) and ``uploader`` (a :func:`person_commitment`, never a name); other keys
 are allowed.
+
+For ``minutes.confirmed`` (a session's minutes, confirmed by every party side) the body must
+hold ``sha256`` and ``size`` (of the minutes text, UTF-8), ``meeting``, ``case_id`` and
+``version`` (positive integers), ``mediator`` (a person commitment) and ``confirmations``: a
+non-empty list of ``{"person", "side", "time"}`` objects, one per side (``claimant``,
+``respondent``), in the order of the sides, each a person commitment, the side, and the time of
+the confirmation in the leaf time format (see :func:`minutes_body`).
 
 :func:`decode_leaf` is strict: it accepts only bytes that :func:`encode_leaf` would produce for
 the same values, so one leaf has exactly one encoding and one hash. A leaf is at most 64 KiB.
@@ -68,6 +76,8 @@ __all__ = [
     "KNOWN_TYPES",
     "LEAF_PREFIX",
     "MAX_LEAF_BYTES",
+    "MINUTES_CONFIRMED",
+    "MINUTES_SIDES",
     "JsonValue",
     "Leaf",
     "LeafError",
@@ -79,6 +89,7 @@ __all__ = [
     "leaf_hash_hex",
     "matches_person_commitment",
     "metadata_digest",
+    "minutes_body",
     "new_person_secret",
     "person_commitment",
 ]
@@ -92,13 +103,20 @@ MIN_SECRET_BYTES = 16
 
 EVIDENCE_ADDED = "evidence.added"
 CASE_TRANSITION = "case.transition"
-MINUTES = "minutes"
+MINUTES_CONFIRMED = "minutes.confirmed"
 AGREEMENT_SIGNATURE = "agreement.signature"
 RECORDING = "recording"
 CHECKPOINT_NOTE = "checkpoint.note"
 #: The types in use today; others that match the name pattern are accepted as well.
 KNOWN_TYPES = frozenset(
-    {EVIDENCE_ADDED, CASE_TRANSITION, MINUTES, AGREEMENT_SIGNATURE, RECORDING, CHECKPOINT_NOTE}
+    {
+        EVIDENCE_ADDED,
+        CASE_TRANSITION,
+        MINUTES_CONFIRMED,
+        AGREEMENT_SIGNATURE,
+        RECORDING,
+        CHECKPOINT_NOTE,
+    }
 )
 
 JsonValue: TypeAlias = str | int | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
@@ -238,6 +256,67 @@ def evidence_body(
     return body
 
 
+MINUTES_SIDES = ("claimant", "respondent")
+_CONFIRMATION_KEYS = frozenset({"person", "side", "time"})
+
+
+def _check_count(value: object, what: str, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise LeafError(f"{what} must be an integer of at least {minimum}")
+
+
+def _check_minutes_body(body: Mapping[str, Any]) -> None:
+    _check_hex64(body.get("sha256"), "body.sha256")
+    _check_hex64(body.get("mediator"), "body.mediator")
+    _check_count(body.get("size"), "body.size", 0)
+    for key in ("meeting", "case_id", "version"):
+        _check_count(body.get(key), f"body.{key}", 1)
+    confirmations = body.get("confirmations")
+    if not isinstance(confirmations, (list, tuple)) or not confirmations:
+        raise LeafError("body.confirmations must be a non-empty list")
+    sides = []
+    for i, item in enumerate(confirmations):
+        where = f"body.confirmations[{i}]"
+        if not isinstance(item, Mapping) or set(item) != _CONFIRMATION_KEYS:
+            raise LeafError(f"{where} must be an object with person, side and time")
+        _check_hex64(item["person"], f"{where}.person")
+        if item["side"] not in MINUTES_SIDES:
+            raise LeafError(f"{where}.side must be one of {', '.join(MINUTES_SIDES)}")
+        _parse_time(item["time"])
+        sides.append(item["side"])
+    if sides != [side for side in MINUTES_SIDES if side in sides]:
+        raise LeafError("body.confirmations: one per side, in the order claimant, respondent")
+
+
+def minutes_body(
+    *,
+    sha256: str,
+    size: int,
+    meeting: int,
+    case_id: int,
+    version: int,
+    mediator: str,
+    confirmations: Sequence[Mapping[str, JsonValue]],
+    **extra: JsonValue,
+) -> dict[str, JsonValue]:
+    """The body of a ``minutes.confirmed`` leaf, checked: the SHA-256 and size of the minutes
+    text (UTF-8 bytes), the session, the case, the version, the mediator's commitment and
+    one ``{"person": commitment, "side": ..., "time": format_time(...)}`` per side."""
+    body: dict[str, JsonValue] = {
+        **extra,
+        "sha256": sha256,
+        "size": size,
+        "meeting": meeting,
+        "case_id": case_id,
+        "version": version,
+        "mediator": mediator,
+        "confirmations": [dict(item) for item in confirmations],
+    }
+    _check_value(body, "body")
+    _check_minutes_body(body)
+    return body
+
+
 # ---------------------------------------------------------------------------------------------
 # Leaves
 
@@ -288,6 +367,8 @@ def encode_leaf(
     _check_value(body, "body")
     if type == EVIDENCE_ADDED:
         _check_evidence_body(body)
+    elif type == MINUTES_CONFIRMED:
+        _check_minutes_body(body)
     obj = {
         "v": LEAF_VERSION,
         "type": type,

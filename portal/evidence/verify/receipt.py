@@ -58,7 +58,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from portal.evidence.verify.leaf import Leaf, LeafError, decode_leaf
+from portal.evidence.verify.leaf import MINUTES_CONFIRMED, Leaf, LeafError, decode_leaf
 from portal.evidence.verify.note import (
     NoteError,
     Verifier,
@@ -477,16 +477,40 @@ def _check_leaf(parsed: _Receipt) -> tuple[Check, Leaf | None]:
         )
     case_en = f"case {leaf.case}" if leaf.case else "no case"
     case_zh = f"案件 {leaf.case}" if leaf.case else "不属于任何案件"
+    what_en, what_zh = _describe(leaf)
     return (
         Check(
             "leaf",
             True,
             f"The log entry is a valid '{leaf.type}' record ({case_en}), made at "
-            f"{_show_time(leaf.time, 'en')} according to the log.",
+            f"{_show_time(leaf.time, 'en')} according to the log.{what_en}",
             f"记录有效：类型 {leaf.type}，{case_zh}，日志记载的时间为 "
-            f"{_show_time(leaf.time, 'zh')}。",
+            f"{_show_time(leaf.time, 'zh')}。{what_zh}",
         ),
         leaf,
+    )
+
+
+_SIDE_NAMES = {"claimant": ("the claimant", "申请人"), "respondent": ("the firm", "被申请人")}
+
+
+def _describe(leaf: Leaf) -> tuple[str, str]:
+    """What a leaf of a known type records, in words (for the log entry line)."""
+    if leaf.type != MINUTES_CONFIRMED:
+        return "", ""
+    body = leaf.body
+    # decode_leaf has checked the body (portal.evidence.verify.leaf.minutes_body).
+    confirmations = body.get("confirmations")
+    items = confirmations if isinstance(confirmations, (list, tuple)) else []
+    sides = [str(c.get("side")) for c in items if isinstance(c, Mapping)]
+    names_en = " and ".join(_SIDE_NAMES[side][0] for side in sides if side in _SIDE_NAMES)
+    names_zh = "、".join(_SIDE_NAMES[side][1] for side in sides if side in _SIDE_NAMES)
+    return (
+        f" It records the minutes of session {body['meeting']}, version {body['version']}, "
+        f"as confirmed by {names_en}; the file to check is the text of those minutes "
+        f"({body['size']} bytes, UTF-8).",
+        f"该记录载明：第 {body['meeting']} 场调解的笔录（第 {body['version']} 版）已经"
+        f"{names_zh}确认；应核对的文件是该笔录的文本（UTF-8，{body['size']} 字节）。",
     )
 
 
