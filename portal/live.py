@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 PENDING = "jiefen.live_pending"
 READY = "jiefen.live_ready"
-_HOOKED = "jiefen.live_hooked"
 
 
 class LiveEvent(Protocol):
@@ -68,12 +67,13 @@ def _discard(session: Session) -> None:
     session.info.pop(PENDING, None)
 
 
+# Once for every session: moving the queue costs nothing when a session queued nothing.
+event.listen(Session, "after_commit", _promote)
+event.listen(Session, "after_soft_rollback", lambda s, _t: _discard(s))
+
+
 def on_commit(db: AsyncSession, *ops: Op) -> None:
     """Queue ``ops`` to be published once the current transaction commits."""
-    if not db.info.get(_HOOKED):
-        event.listen(db.sync_session, "after_commit", _promote)
-        event.listen(db.sync_session, "after_soft_rollback", lambda s, _t: _discard(s))
-        db.info[_HOOKED] = True
     db.info.setdefault(PENDING, []).extend(ops)
 
 

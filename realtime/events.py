@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import MISSING, asdict, dataclass, fields
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -213,8 +214,7 @@ def parse(cls: type[_R], data: Any) -> _R:
     """Build request ``cls`` from a client's payload; anything unexpected is a BadRequest."""
     if not isinstance(data, dict):
         raise BadRequest("not an object")
-    hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    hints, names = _shape(cls)  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
         raise BadRequest(f"unknown keys {sorted(unknown)}")
@@ -229,6 +229,12 @@ def parse(cls: type[_R], data: Any) -> _R:
             raise BadRequest(f"{f.name} has the wrong type")
         values[f.name] = value
     return cls(**values)
+
+
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A request class's field types and names (worked out once per class)."""
+    return get_type_hints(cls), frozenset(f.name for f in fields(cls))
 
 
 def _fits(value: Any, hint: Any) -> bool:
