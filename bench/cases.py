@@ -1548,12 +1548,19 @@ def write_docs(runs: list[BackendRun], args: argparse.Namespace, elapsed: float)
         lines += ["", f"![p50 and p99 per endpoint]({CHART.name})"]
     lines.append(END)
     block = "\n".join(lines)
+    update_docs(block, START, END, SECTION.format(start=block, end=""))
+
+
+def update_docs(block: str, start: str, end: str, section: str) -> None:
+    """Put a benchmark's results ``block`` (from its ``start`` marker to its ``end`` marker)
+    in docs/benchmarks.md in place of its previous results, or add its ``section`` (the block
+    with its heading and reading) at the end the first time."""
     text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else INTRO
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip("\n") + "\n" + SECTION.format(start=block, end="").rstrip() + "\n"
+        text = text.rstrip("\n") + "\n" + section.rstrip() + "\n"
     DOCS.write_text(text, encoding="utf-8")
 
 

@@ -73,6 +73,7 @@ if str(ROOT) not in sys.path:
 
 from bench.cases import (  # noqa: E402 - after the path set-up above
     DEFAULT_POSTGRES_ADMIN_URL,
+    DOCS,
     HOST,
     STOP,
     _free_port,
@@ -84,9 +85,9 @@ from bench.cases import (  # noqa: E402 - after the path set-up above
     machine,
     run_async,
     start_server,
+    update_docs,
 )
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 START = "<!-- evidence:start -->"
 END = "<!-- evidence:end -->"
 
@@ -1717,13 +1718,7 @@ def write_docs(
         END,
     ]
     block = "\n".join(lines)
-    text = DOCS.read_text(encoding="utf-8")
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n" + SECTION.format(block=block).rstrip() + "\n"
-    DOCS.write_text(text, encoding="utf-8")
+    update_docs(block, START, END, SECTION.format(block=block))
 
 
 # -- main -----------------------------------------------------------------------------------------

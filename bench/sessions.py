@@ -71,6 +71,7 @@ if str(ROOT) not in sys.path:
 
 from bench.cases import (  # noqa: E402 - after the path set-up above
     DEFAULT_POSTGRES_ADMIN_URL,
+    DOCS,
     HOST,
     STOP,
     Server,
@@ -84,9 +85,9 @@ from bench.cases import (  # noqa: E402 - after the path set-up above
     machine,
     run_async,
     start_server,
+    update_docs,
 )
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 START = "<!-- bench/sessions.py: results start -->"
 END = "<!-- bench/sessions.py: results end -->"
 
@@ -1162,13 +1163,7 @@ def write_docs(
         END,
     ]
     block = "\n".join(lines)
-    text = DOCS.read_text(encoding="utf-8")
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n" + SECTION.format(block=block).rstrip() + "\n"
-    DOCS.write_text(text, encoding="utf-8")
+    update_docs(block, START, END, SECTION.format(block=block))
 
 
 # -- main -----------------------------------------------------------------------------------------
