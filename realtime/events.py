@@ -41,6 +41,8 @@ class SeatView:
     connected: bool
     # "mobile", "tablet" or "desktop": the kind of device of their latest connection ("" if none)
     device: str = ""
+    # Has voice and video in their room (a mesh of at most six; the rest use the chat)
+    media: bool = False
 
 
 @dataclass(frozen=True)

@@ -552,6 +552,28 @@ def _mediator_whereabouts(mediator: Participant | None, seat: Participant, onlin
     return "joint" if mediator.room == Room.JOINT else "caucus"
 
 
+MESH_LIMIT = 6  # people in one room who send each other voice and video (a full mesh)
+ROOM_FULL = _l(
+    "Voice and video are for up to {count} people in a room, and this room is full. "
+    "You can still take part by chat.",
+    count=MESH_LIMIT,
+)
+
+
+def media_members(seats: Sequence[Participant], online: set[int]) -> set[int]:
+    """The participants (ids) who have voice and video: in each room, the mediator and then
+    the first to come in, up to MESH_LIMIT of those connected. The others take part by chat."""
+    members: set[int] = set()
+    by_room: dict[str, list[Participant]] = {}
+    for seat in seats:
+        if seat.state == SeatState.ADMITTED and seat.room is not None and seat.id in online:
+            by_room.setdefault(seat.room, []).append(seat)
+    for present in by_room.values():
+        present.sort(key=lambda p: (p.side != Side.MEDIATOR, p.updated_at, p.id))
+        members.update(p.id for p in present[:MESH_LIMIT])
+    return members
+
+
 async def states(db: AsyncSession, meeting: Meeting) -> dict[int, MeetingState]:
     """Each participant's view of the session, by participant id.
 
@@ -561,6 +583,9 @@ async def states(db: AsyncSession, meeting: Meeting) -> dict[int, MeetingState]:
     rows = await seats(db, meeting)
     devices = await _devices(db, meeting)
     online = set(devices)
+    with_media = (
+        media_members([r.participant for r in rows], online) if meeting.mode != Mode.TEXT else set()
+    )
     views: dict[int, SeatView] = {}
     for row in rows:
         p = row.participant
@@ -572,6 +597,7 @@ async def states(db: AsyncSession, meeting: Meeting) -> dict[int, MeetingState]:
             room=p.room if p.state == SeatState.ADMITTED else None,
             connected=p.id in online,
             device=devices.get(p.id, ""),
+            media=p.id in with_media,
         )
     mediator = next((r.participant for r in rows if r.participant.side == Side.MEDIATOR), None)
     found: dict[int, MeetingState] = {}
@@ -1283,6 +1309,14 @@ async def relay_signal(
         or not await _sids(db, peer.id)
     ):
         raise Refused("invalid_target", _l("That person is not in your room."))
+    room = await db.scalars(
+        select(Participant).where(
+            Participant.meeting_id == meeting_id, Participant.room == seat.room
+        )
+    )
+    members = media_members(list(room), await _connected(db, meeting))
+    if seat.id not in members or peer.id not in members:
+        raise Refused("room_full", ROOM_FULL)
     return [Emit(seat_channel(meeting_id, peer.id), Signal(meeting_id, user_id, data))]
 
 

@@ -44,6 +44,7 @@ CHOICES = {
     "outcomes": service.OUTCOMES,
     "sides": service.SIDES,
     "rooms": service.ROOMS,
+    "room_full": service.ROOM_FULL,
     "MeetingStatus": MeetingStatus,
 }
 

@@ -419,7 +419,7 @@ function start(root) {
       level: $("meeting-level"), status: $("meeting-device-status"), tiles: $("meeting-tiles"),
       micToggle: $("meeting-mic-toggle"), cameraToggle: $("meeting-camera-toggle"),
       notice: $("meeting-media-notice"), noticeText: $("meeting-media-notice-text"),
-      unmute: $("meeting-unmute"),
+      unmute: $("meeting-unmute"), full: $("meeting-media-full"),
     };
 
     // Phones first: 640x360 at most, and the sender caps its bitrate (tune) so a mesh of six
@@ -676,7 +676,9 @@ function start(root) {
       if (!room) { m.closeAll(); return; }
       if (m.room && room !== m.room) { m.closeAll(); }
       m.room = room;
-      const here = new Set(s.seats.filter((p) => p.state === "admitted" && p.room === room && p.connected && p.user_id !== me).map((p) => p.user_id));
+      // A mesh of at most six: the server says who in the room has voice and video.
+      if (el.full) { el.full.hidden = s.you.media; }
+      const here = new Set(s.you.media ? s.seats.filter((p) => p.state === "admitted" && p.room === room && p.connected && p.media && p.user_id !== me).map((p) => p.user_id) : []);
       for (const id of [...m.peers.keys()]) { if (!here.has(id)) { m.close(id); } }
       for (const id of here) {
         const peer = open(id);

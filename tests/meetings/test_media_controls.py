@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from portal.meetings import service as meetings_service
 from portal.meetings.ice import ice_servers, turn_credential
 from portal.meetings.models import MeetingConnection, Participant
 from portal.meetings.service import device_kind
@@ -224,3 +225,32 @@ async def test_connections_of_a_dead_process_are_swept(live: Live, people: Crowd
             )
         )
     assert "ghost" not in left and m.sid in left  # the live process's sockets stay
+
+
+async def test_voice_and_video_for_at_most_the_mesh_limit_per_room(
+    live: Live, people: Crowd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mediator and the first to come in have voice and video; later arrivals in a full
+    room take part by chat, and their signaling is refused, until someone leaves the room."""
+    monkeypatch.setattr(meetings_service, "MESH_LIMIT", 3)
+    cast = await build_cast(live.app, mode="video")
+    mid = cast.meeting_id
+    peers = await seat_everyone(
+        people, cast, claimant=cast.claimant, rep1=cast.rep1, rep2=cast.rep2
+    )
+    m, c, r1, r2 = peers["mediator"], peers["claimant"], peers["rep1"], peers["rep2"]
+    media = {s["user_id"]: s["media"] for s in m.last_state()["seats"] if s["state"] == "admitted"}
+    assert m.last_state()["you"]["media"]
+    assert media == {cast.claimant.id: True, cast.rep1.id: True, cast.rep2.id: False}
+    await r2.until(lambda p: p.last_state()["you"]["media"] is False)
+    offer = {"description": {"type": "offer", "sdp": "v=0"}}
+    refused = await r2.act("meeting.signal", mid, to=cast.mediator.id, payload=offer)
+    assert refused["error"] == "room_full"
+    refused = await m.act("meeting.signal", mid, to=cast.rep2.id, payload=offer)
+    assert refused["error"] == "room_full"
+    assert (await c.act("meeting.signal", mid, to=cast.rep1.id, payload=offer))["ok"]
+    # The claimant's side leaves for its private room: the firm's second representative is in.
+    assert (await m.act("meeting.move", mid, room="caucus_claimant", side="claimant"))["ok"]
+    await r2.until(lambda p: p.last_state()["you"]["media"] is True)
+    assert (await r2.act("meeting.signal", mid, to=cast.mediator.id, payload=offer))["ok"]
+    assert (await r1.act("meeting.signal", mid, to=cast.rep2.id, payload=offer))["ok"]
