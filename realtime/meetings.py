@@ -348,6 +348,12 @@ class MeetingSockets:
         return {"ok": True}
 
     async def signal(self, sid: str, data: Any) -> dict[str, Any]:
+        # In the order they came, as chat: a description relayed after its own ICE candidates
+        # would leave the peer with candidates it cannot use yet.
+        async with self._lock_for(sid):
+            return await self._signal(sid, data)
+
+    async def _signal(self, sid: str, data: Any) -> dict[str, Any]:
         request = parse(SignalRequest, data)
         user_id = await self._member(sid, request.meeting_id)
         self._limited(

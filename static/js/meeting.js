@@ -591,7 +591,7 @@ function start(root) {
       let peer = m.peers.get(id);
       if (peer) { return peer; }
       const pc = new RTCPeerConnection({ iceServers: m.iceServers });
-      peer = { pc, polite: me > id, makingOffer: false, ignoreOffer: false, tile: tile(id, nameOf(id), false) };
+      peer = { pc, polite: me > id, makingOffer: false, ignoreOffer: false, early: [], tile: tile(id, nameOf(id), false) };
       m.peers.set(id, peer);
       const stream = m.stream;
       const kinds = video ? ["audio", "video"] : ["audio"];
@@ -620,6 +620,14 @@ function start(root) {
       pc.onsignalingstatechange = () => { if (pc.signalingState === "stable") { tune(pc); } };
       pc.oniceconnectionstatechange = () => { if (pc.iceConnectionState === "failed") { pc.restartIce(); } };
       pc.onconnectionstatechange = () => { peer.tile.figure.dataset.state = pc.connectionState; };
+      // A negotiation lost on the way (say, both sides replaced a connection at once): the
+      // impolite side starts over after a while rather than waiting for ever.
+      setTimeout(() => {
+        if (m.peers.get(id) === peer && pc.connectionState === "new" && !peer.polite) {
+          m.close(id);
+          open(id);
+        }
+      }, 8000);
       return peer;
     }
 
@@ -635,12 +643,27 @@ function start(root) {
           const collision = description.type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
           peer.ignoreOffer = !peer.polite && collision;
           if (peer.ignoreOffer) { return; }
-          await pc.setRemoteDescription(description); // rolls back our own offer if need be
-          if (description.type === "offer") {
-            await pc.setLocalDescription();
-            send(from, { description: pc.localDescription.toJSON() });
+          let target = peer;
+          try {
+            await pc.setRemoteDescription(description); // rolls back our own offer if need be
+          } catch (e) {
+            // The other side started over with a new connection (its DTLS keys changed):
+            // start over too, with its offer.
+            if (description.type !== "offer") { throw e; }
+            m.close(from);
+            target = open(from);
+            await target.pc.setRemoteDescription(description);
           }
+          if (description.type === "offer") {
+            await target.pc.setLocalDescription();
+            send(from, { description: target.pc.localDescription.toJSON() });
+          }
+          for (const candidate of target.early.splice(0)) { await target.pc.addIceCandidate(candidate).catch(() => {}); }
+          if (target !== peer) { return; }
+          // Candidates that came before the description they belong to.
+          for (const candidate of peer.early.splice(0)) { await pc.addIceCandidate(candidate).catch(() => {}); }
         } else if (payload.candidate) {
+          if (!pc.remoteDescription) { peer.early.push(payload.candidate); return; }
           try {
             await pc.addIceCandidate(payload.candidate);
           } catch (e) {
