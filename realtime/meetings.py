@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts.models import User
@@ -56,11 +57,12 @@ from portal.accounts.service import identity_of
 from portal.background import BackgroundLoop
 from portal.db import session_scope, utcnow
 from portal.errors import DomainError, NotFound
+from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
 from portal.live import Op, committed, publish
 from portal.meetings import service
 from portal.meetings.service import Refused
-from portal.policy import NotPermitted, Policy
+from portal.policy import Identity, NotPermitted, Policy
 from realtime.events import (
     BadRequest,
     ChatRequest,
@@ -141,8 +143,9 @@ class MeetingSockets:
         self.configure(limits)
         # One chat message at a time per socket, so a sender's messages keep their order.
         self._locks: dict[str, asyncio.Lock] = {}
-        # On SQLite, one chat message stored at a time in this process (see _write_turn).
-        self._sqlite_writes = asyncio.Lock()
+        # On SQLite, chat messages are stored by one writer, many per commit (see ChatWriter).
+        self._writer_made = False
+        self._chat_writer: ChatWriter | None = None
         self.sio: Any = None
         # This process's name in meeting_connections, and the loop that keeps it alive there
         # and removes the sockets of processes that died (started by the app's lifespan).
@@ -278,16 +281,36 @@ class MeetingSockets:
                 saved["locale"] = user.locale
         return {"ok": True, "state": joined.state.payload()}
 
-    def _write_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """This process's turn to store a chat message. On SQLite, which has one writer at a
-        time, the messages queue here in their order, instead of polling for the database's
-        write lock (busy_timeout), whose sleeps of up to 100 ms piled up under load until
-        messages were seconds late or timed out (bench/sessions.py). PostgreSQL locks only the
-        session's row: nothing to wait for here."""
-        bind = self._sessions().kw.get("bind")
-        if bind is not None and bind.dialect.name == "sqlite":
-            return self._sqlite_writes
-        return contextlib.nullcontext()
+    def _may_view(self, who: Identity, item: Item) -> bool:
+        return self._policy.permits(who, "view", item)
+
+    @property
+    def _writer(self) -> ChatWriter | None:
+        """On SQLite, the process's chat writer; on PostgreSQL none: each message is its own
+        transaction, and sessions' messages are stored in parallel (each locks only its
+        session's row)."""
+        if not self._writer_made:
+            sessions = self._sessions()
+            bind = sessions.kw.get("bind")
+            if bind is not None and bind.dialect.name == "sqlite":
+                self._chat_writer = ChatWriter(self._store_batch)
+            self._writer_made = True
+        return self._chat_writer
+
+    async def _store_batch(self, posts: list[service.ChatPost]) -> list[service.Posted | Refused]:
+        try:
+            async with self._db() as (db, _):
+                return await service.post_messages(db, posts, self._may_view, self._count_chat)
+        except IntegrityError:
+            # A retry stored meanwhile by another process: each on its own, as on PostgreSQL.
+            answers: list[service.Posted | Refused] = []
+            for post in posts:
+                try:
+                    async with self._db() as (db, _):
+                        answers.append(await self._post_one(db, post))
+                except Refused as refused:
+                    answers.append(refused)
+            return answers
 
     def _lock_for(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -297,33 +320,45 @@ class MeetingSockets:
         async with self._lock_for(sid):
             request = parse(ChatRequest, data)
             user_id = await self._member(sid, request.meeting_id)
-            async with self._db() as (db, _):
-                posted = await service.find_message(
-                    db, request.meeting_id, user_id, request.client_id
-                )
-                if posted is None:
-                    wait = self._chat_limit.wait((request.meeting_id, user_id))
-                    if wait:
-                        raise Refused(
-                            "rate_limited",
-                            _l(
-                                "You are sending messages too quickly. "
-                                "Wait {seconds} seconds, then send again.",
-                                seconds=max(1, math.ceil(wait)),
-                            ),
-                        )
-                    async with self._write_turn():
-                        posted = await service.post_message(
-                            db,
-                            request.meeting_id,
-                            user_id,
-                            client_id=request.client_id,
-                            text=request.text,
-                            room=request.room,
-                            material_id=request.material_id,
-                            may_view=lambda who, item: self._policy.permits(who, "view", item),
-                        )
+            post = service.ChatPost(
+                request.meeting_id,
+                user_id,
+                request.client_id,
+                request.text,
+                request.room,
+                request.material_id,
+            )
+            if self._writer is not None:
+                posted = await self._writer.post(post)
+            else:
+                async with self._db() as (db, _):
+                    posted = await self._post_one(db, post)
         return {"ok": True, "seq": posted.message.seq, "duplicate": posted.duplicate}
+
+    def _count_chat(self, post: service.ChatPost) -> None:
+        wait = self._chat_limit.wait((post.meeting_id, post.user_id))
+        if wait:
+            raise Refused(
+                "rate_limited",
+                _l(
+                    "You are sending messages too quickly. "
+                    "Wait {seconds} seconds, then send again.",
+                    seconds=max(1, math.ceil(wait)),
+                ),
+            )
+
+    async def _post_one(self, db: AsyncSession, post: service.ChatPost) -> service.Posted:
+        return await service.post_message(
+            db,
+            post.meeting_id,
+            post.user_id,
+            client_id=post.client_id,
+            text=post.text,
+            room=post.room,
+            material_id=post.material_id,
+            may_view=self._may_view,
+            admit=self._count_chat,
+        )
 
     async def sync(self, sid: str, data: Any) -> dict[str, Any]:
         request = parse(SyncRequest, data)
@@ -482,6 +517,57 @@ class MeetingSockets:
             return  # a page's socket that never joined a session: nothing to do
         async with self._db() as (db, _):
             await service.drop_connection(db, sid)
+
+
+class ChatWriter:
+    """Stores the chat messages of every session of this process through one writer, all the
+    messages that queued while the last commit waited for the disk in the next transaction.
+
+    SQLite has one writer at a time, and with ``synchronous=FULL`` each commit waits for the
+    disk: one message per commit tops out near 140 messages a second on this machine, so
+    that 300 sessions' messages arrived seconds late (bench/sessions.py). Queued here in the
+    order they came (a sender's own order is kept by its socket's lock), they share commits.
+    A message's refusal is its own; it does not hold up the others in its batch.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[list[service.ChatPost]], Awaitable[list[service.Posted | Refused]]],
+        limit: int = 100,
+    ) -> None:
+        self._store = store
+        self.limit = limit
+        self._queue: list[tuple[service.ChatPost, asyncio.Future[service.Posted]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def post(self, post: service.ChatPost) -> service.Posted:
+        """The message as stored, once committed; raises :class:`Refused` if it was refused."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[service.Posted] = loop.create_future()
+        self._queue.append((post, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.limit], self._queue[self.limit :]
+            try:
+                answers = await self._store([post for post, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.done():  # its sender went away (the handler was cancelled)
+                    continue
+                if isinstance(answer, Refused):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
 
 
 class ConnectionSweeper(BackgroundLoop):

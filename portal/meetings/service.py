@@ -19,12 +19,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -1045,30 +1056,62 @@ _MEETINGS = cast(Table, Meeting.__table__)
 _SEATS = cast(Table, Participant.__table__)
 _USERS = cast(Table, User.__table__)
 _MESSAGES = cast(Table, MeetingMessage.__table__)
-_IS_STORED = select(_MESSAGES.c.id).where(
-    _MESSAGES.c.meeting_id == bindparam("meeting_id"),
-    _MESSAGES.c.sender_id == bindparam("user_id"),
-    _MESSAGES.c.client_id == bindparam("client_id"),
-)
 _FIND_MESSAGE = _message_query(bindparam("meeting_id")).where(
     MeetingMessage.sender_id == bindparam("user_id"),
     MeetingMessage.client_id == bindparam("client_id"),
 )
-# The counter: a Meeting loaded in the session is not updated by it (none is, on the chat
+
+
+# The counters: a Meeting loaded in the session is not updated by them (none is, on the chat
 # path; whoever reads last_seq selects it, as sync_messages does).
-_NEXT_SEQ = (
+_TAKE_SEQS_ONE = (
     update(_MEETINGS)
     .where(
         _MEETINGS.c.id == bindparam("meeting_id"),
         _MEETINGS.c.status == MeetingStatus.OPEN.value,
     )
-    .values(last_seq=_MEETINGS.c.last_seq + 1)
-    .returning(_MEETINGS.c.last_seq)
+    .values(last_seq=_MEETINGS.c.last_seq + bindparam("count"))
+    .returning(_MEETINGS.c.id, _MEETINGS.c.last_seq)
 )
-_SENDER = (
-    select(_SEATS.c.side, _SEATS.c.state, _SEATS.c.room, _USERS.c.display_name)
+
+
+def _take_seqs(counts: Mapping[int, int]) -> tuple[Any, dict[str, Any]]:
+    """Move each open session's counter on by its count of messages; returns (id, last_seq)
+    for each, which locks those rows to the commit (on SQLite, the database). One session
+    (always so on PostgreSQL, which stores each message on its own) by a statement compiled
+    once; several by one statement."""
+    if len(counts) == 1:
+        ((meeting_id, count),) = counts.items()
+        return _TAKE_SEQS_ONE, {"meeting_id": meeting_id, "count": count}
+    return (
+        update(_MEETINGS)
+        .where(_MEETINGS.c.id.in_(sorted(counts)), _MEETINGS.c.status == MeetingStatus.OPEN.value)
+        .values(last_seq=_MEETINGS.c.last_seq + case(dict(counts), value=_MEETINGS.c.id, else_=0))
+        .returning(_MEETINGS.c.id, _MEETINGS.c.last_seq)
+    ), {}
+
+
+# Gives back numbers taken for messages then refused: only ever in the transaction that took
+# them, with the row still locked, so they were the last ones taken.
+_GIVE_BACK = (
+    update(_MEETINGS)
+    .where(_MEETINGS.c.id == bindparam("meeting_id"))
+    .values(last_seq=_MEETINGS.c.last_seq - bindparam("count"))
+)
+_SENDERS = (
+    select(
+        _SEATS.c.meeting_id,
+        _SEATS.c.user_id,
+        _SEATS.c.side,
+        _SEATS.c.state,
+        _SEATS.c.room,
+        _USERS.c.display_name,
+    )
     .join(_USERS, _USERS.c.id == _SEATS.c.user_id)
-    .where(_SEATS.c.meeting_id == bindparam("meeting_id"), _SEATS.c.user_id == bindparam("user_id"))
+    .where(
+        _SEATS.c.meeting_id.in_(bindparam("meeting_ids", expanding=True)),
+        _SEATS.c.user_id.in_(bindparam("user_ids", expanding=True)),
+    )
 )
 
 
@@ -1077,9 +1120,6 @@ async def find_message(
 ) -> Posted | None:
     """The message this sender already stored under ``client_id``, if any (a retry)."""
     key = {"meeting_id": meeting_id, "user_id": user_id, "client_id": client_id}
-    # Most messages are not retries: a look at the unique key first, the message if it is there.
-    if (await db.execute(_IS_STORED, key)).first() is None:
-        return None
     row = (await db.execute(_FIND_MESSAGE, key)).first()
     if row is None:
         return None
@@ -1148,6 +1188,185 @@ def _chat_room(side: str, current: str | None, requested: str | None) -> str:
     raise Refused("invalid_room", _l("You cannot write to that room."))
 
 
+@dataclass(frozen=True)
+class ChatPost:
+    """One chat message as its sender asked for it (checked when it is stored)."""
+
+    meeting_id: int
+    user_id: int
+    client_id: str
+    text: str
+    room: str | None = None
+    material_id: int | None = None
+
+
+# Lets a message that is not a retry through, or raises Refused (the socket layer's rate
+# limit: a retry of a stored message is answered, never limited).
+Admit = Callable[[ChatPost], None]
+Key = tuple[int, int, str]  # meeting, sender, client id
+
+_STORED_KEYS = select(_MESSAGES.c.meeting_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id).where(
+    _MESSAGES.c.meeting_id.in_(bindparam("meeting_ids", expanding=True)),
+    _MESSAGES.c.client_id.in_(bindparam("client_ids", expanding=True)),
+)
+
+
+async def _stored_keys(db: AsyncSession, posts: Sequence[ChatPost]) -> set[Key]:
+    """Which of these messages are stored already (retries): one look for all of them."""
+    rows = await db.execute(
+        _STORED_KEYS,
+        {
+            "meeting_ids": sorted({p.meeting_id for p in posts}),
+            "client_ids": sorted({p.client_id for p in posts}),
+        },
+    )
+    return {(m, u, c) for m, u, c in rows}
+
+
+@dataclass
+class _Pending:
+    """A message to store, checked as far as it can be before its session's row is locked."""
+
+    index: int  # its place in the batch
+    post: ChatPost
+    text: str
+    material: Item | None
+
+
+def _place(pending: _Pending, sender: Any, may_view: MayView | None) -> str:
+    """The room the message goes to from an admitted sender, or :class:`Refused`."""
+    target = _chat_room(sender.side, sender.room, pending.post.room)
+    if pending.material is not None:
+        _check_shown(pending.material, target, may_view)
+    return target
+
+
+async def _store(
+    db: AsyncSession,
+    pending: list[_Pending],
+    may_view: MayView | None,
+    answers: list[Posted | Refused | None],
+) -> None:
+    """Number, place and insert the messages: four statements however many there are."""
+    counts = Counter(p.post.meeting_id for p in pending)
+    statement, params = _take_seqs(counts)
+    tops: dict[int, int] = dict((await db.execute(statement, params)).all())
+    senders = {
+        (row.meeting_id, row.user_id): row
+        for row in await db.execute(
+            _SENDERS,
+            {
+                "meeting_ids": sorted(counts),
+                "user_ids": sorted({p.post.user_id for p in pending}),
+            },
+        )
+    }
+    next_seq = {m: top - counts[m] + 1 for m, top in tops.items()}
+    refused: Counter[int] = Counter()
+    rows: list[dict[str, Any]] = []
+    for p in pending:
+        post = p.post
+        try:
+            if post.meeting_id not in tops:
+                raise Refused("not_open", _l("This session is not in progress."))
+            sender = senders.get((post.meeting_id, post.user_id))
+            if sender is None or sender.state != SeatState.ADMITTED:
+                raise Refused("not_admitted", _l("You are not in the session yet."))
+            target = _place(p, sender, may_view)
+        except Refused as refusal:
+            answers[p.index] = refusal
+            if post.meeting_id in tops:
+                refused[post.meeting_id] += 1
+            continue
+        message = MeetingMessage(
+            meeting_id=post.meeting_id,
+            seq=next_seq[post.meeting_id],
+            room=target,
+            sender_id=post.user_id,
+            client_id=post.client_id,
+            body=p.text,
+            created_at=utcnow(),
+            material_id=p.material.material.id if p.material else None,
+        )
+        next_seq[post.meeting_id] += 1
+        rows.append({c: getattr(message, c) for c in _MESSAGE_COLUMNS})
+        shown = p.material.material if p.material is not None else None
+        event = _chat_event(message, sender.display_name, sender.side, shown)
+        on_commit(db, Emit(room_channel(post.meeting_id, target), event))
+        answers[p.index] = Posted(event, duplicate=False)
+    for meeting_id, count in refused.items():
+        await db.execute(_GIVE_BACK, {"meeting_id": meeting_id, "count": count})
+    if rows:
+        await db.execute(insert(_MESSAGES), rows)
+
+
+_MESSAGE_COLUMNS = (
+    "meeting_id",
+    "seq",
+    "room",
+    "sender_id",
+    "client_id",
+    "body",
+    "created_at",
+    "material_id",
+)
+
+
+async def post_messages(
+    db: AsyncSession,
+    posts: Sequence[ChatPost],
+    may_view: MayView | None = None,
+    admit: Admit | None = None,
+) -> list[Posted | Refused]:
+    """Store messages, each in its sender's room (or the mediator's notes) under its session's
+    next sequence number, in one transaction, and queue each for its room; one answer per
+    message, in order: the message stored, or why it was refused. A retry (a client id this
+    sender already used in this session) is answered with the message stored the first time.
+
+    ``material_id`` shows an evidence item of the case with the message: refused unless
+    ``may_view`` (the policy's "view" check) allows it to every side that may read the room.
+    ``admit`` sees each message that is not a retry before it is stored, and may refuse it.
+
+    Several messages in one commit is how SQLite keeps up (a commit waits for the disk), and
+    the same few statements for all of them is what keeps the CPU per message down
+    (bench/sessions.py). Should the transaction fail (a retry stored by another process
+    between the look for retries and the insert), nothing is stored and the error is raised:
+    the caller posts the messages again one by one.
+    """
+    answers: list[Posted | Refused | None] = [None] * len(posts)
+    stored = await _stored_keys(db, posts)
+    first: dict[Key, int] = {}  # where in the batch each new message is
+    retries: list[tuple[int, int]] = []  # (retry, its first try) within the batch
+    pending: list[_Pending] = []
+    for index, post in enumerate(posts):
+        key = (post.meeting_id, post.user_id, post.client_id)
+        try:
+            text = _check_message(post.client_id, post.text)
+            if key in first:
+                retries.append((index, first[key]))
+                continue
+            if key in stored and (found := await find_message(db, *key)) is not None:
+                answers[index] = found
+                continue
+            if admit is not None:
+                admit(post)
+            material = None
+            if post.material_id is not None:
+                material = await _material_for(db, post.meeting_id, post.material_id)
+        except Refused as refusal:
+            answers[index] = refusal
+            continue
+        first[key] = index
+        pending.append(_Pending(index, post, text, material))
+    if pending:
+        await _store(db, pending, may_view, answers)
+    for index, original in retries:
+        answer = answers[original]
+        answers[index] = Posted(answer.message, True) if isinstance(answer, Posted) else answer
+    await db.commit()
+    return [a for a in answers if a is not None]
+
+
 async def post_message(
     db: AsyncSession,
     meeting_id: int,
@@ -1158,46 +1377,12 @@ async def post_message(
     room: str | None = None,
     material_id: int | None = None,
     may_view: MayView | None = None,
+    admit: Admit | None = None,
 ) -> Posted:
-    """Store a message in the sender's room (or the mediator's notes) under the next sequence
-    number, then queue it for the room. A retry with the same client id returns the message
-    stored the first time.
-
-    ``material_id`` shows an evidence item of the case with the message: refused unless
-    ``may_view`` (the policy's "view" check) allows it to every side that may read the room.
-    """
-    text = _check_message(client_id, text)
-    material = None
-    if material_id is not None:
-        material = await _material_for(db, meeting_id, material_id)
-    # The counter row is locked from here to the commit (and on SQLite, the database).
-    seq = await db.scalar(_NEXT_SEQ, {"meeting_id": meeting_id})
-    if seq is None:
-        await db.rollback()
-        raise Refused("not_open", _l("This session is not in progress."))
-    row = (await db.execute(_SENDER, {"meeting_id": meeting_id, "user_id": user_id})).first()
+    """One message, as :func:`post_messages`; raises :class:`Refused` if it is refused."""
+    post = ChatPost(meeting_id, user_id, client_id, text, room, material_id)
     try:
-        if row is None or row.state != SeatState.ADMITTED:
-            raise Refused("not_admitted", _l("You are not in the session yet."))
-        target = _chat_room(row.side, row.room, room)
-        if material is not None:
-            _check_shown(material, target, may_view)
-    except Refused:
-        await db.rollback()
-        raise
-    message = MeetingMessage(
-        meeting_id=meeting_id,
-        seq=seq,
-        room=target,
-        sender_id=user_id,
-        client_id=client_id,
-        body=text,
-        created_at=utcnow(),
-        material_id=material.material.id if material else None,
-    )
-    db.add(message)
-    try:
-        await db.flush()
+        (answer,) = await post_messages(db, [post], may_view, admit)
     except IntegrityError:
         # The same client id, stored by a retry that got here first: that one stands.
         await db.rollback()
@@ -1205,11 +1390,10 @@ async def post_message(
         if existing is None:
             raise
         return existing
-    shown = material.material if material is not None else None
-    event = _chat_event(message, row.display_name, row.side, shown)
-    on_commit(db, Emit(room_channel(meeting_id, target), event))
-    await db.commit()
-    return Posted(event, duplicate=False)
+    if isinstance(answer, Refused):
+        await db.rollback()
+        raise answer
+    return answer
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,56 @@ async def test_sequence_numbers_are_unique_and_gap_free_under_concurrency(app: A
     assert meeting is not None and meeting.last_seq == 21
 
 
+async def test_messages_stored_together_are_each_answered_and_numbered_without_gaps(
+    app: Any,
+) -> None:
+    cast = await build_cast(app)
+    mid = cast.meeting_id
+    await seated(app, cast, cast.claimant)
+    await join(app, cast.rep1, mid, "sid-waiting")  # knocked, not let in
+    post = meetings.ChatPost
+    batch = [
+        post(mid, cast.claimant.id, "a", "第一条"),
+        post(mid, cast.rep1.id, "b", "还没进来"),  # not admitted: refused after its number
+        post(mid, cast.claimant.id, "c", "偷看笔记", room="notes"),  # forged room
+        post(mid, cast.claimant.id, "a", "第一条"),  # a retry in the same batch
+        post(mid, cast.claimant.id, "d", "   "),  # empty
+        post(mid, cast.mediator.id, "e", "记一笔", room="notes"),
+        post(mid, cast.claimant.id, "f", "第二条"),
+    ]
+    answers, ops = await run(app, lambda db: meetings.post_messages(db, batch))
+    codes = [a.code if isinstance(a, Refused) else None for a in answers]
+    assert codes == [None, "not_admitted", "invalid_room", None, "invalid", None, None]
+    stored = [a for a in answers if not isinstance(a, Refused)]
+    assert [(p.message.seq, p.duplicate) for p in stored] == [
+        (1, False),
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    # One event per message stored, in order, each to its own room.
+    assert emits(ops) == [
+        (room_channel(mid, "joint"), ChatMessage.EVENT),
+        (room_channel(mid, "notes"), ChatMessage.EVENT),
+        (room_channel(mid, "joint"), ChatMessage.EVENT),
+    ]
+    async with app.starlette.state.db() as db:
+        meeting = await db.get(Meeting, mid)
+        rows = list(
+            await db.execute(
+                select(MeetingMessage.seq, MeetingMessage.body)
+                .where(MeetingMessage.meeting_id == mid)
+                .order_by(MeetingMessage.seq)
+            )
+        )
+    assert meeting is not None and meeting.last_seq == 3
+    assert [tuple(r) for r in rows] == [(1, "第一条"), (2, "记一笔"), (3, "第二条")]
+    # A later message carries on from there; a batch of refusals changes nothing.
+    refused, _ = await run(app, lambda db: meetings.post_messages(db, batch[1:3]))
+    assert all(isinstance(a, Refused) for a in refused)
+    assert (await say(app, cast.claimant, mid, "第三条", "g")).message.seq == 4
+
+
 async def test_replay_gives_each_side_only_the_rooms_it_may_read(app: Any) -> None:
     cast = await build_cast(app)
     mid = cast.meeting_id

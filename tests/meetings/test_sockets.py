@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.meetings.models import MeetingMessage
-from realtime.meetings import Limits
+from portal.meetings.service import ChatPost, Posted, Refused
+from realtime.meetings import ChatWriter, Limits
 from tests.conftest import (
     REDIS_URL,
     log_in,
@@ -485,3 +486,35 @@ async def test_two_processes_share_a_session_through_redis(db_url: str, tmp_path
             await one.close()
             await two.close()
     await truncate_all(db_url)
+
+
+async def test_the_chat_writer_stores_what_queued_in_one_commit(
+    live: Live, people: Crowd, db_url: str
+) -> None:
+    """SQLite's path (on PostgreSQL each message is its own transaction): messages that queue
+    while a commit is under way share the next one; a refusal is answered on its own."""
+    cast = await build_cast(live.app)
+    mid = cast.meeting_id
+    peers = await seat_everyone(people, cast, claimant=cast.claimant)
+    sockets = live.app.starlette.state.meeting_sockets
+    assert (sockets._writer is not None) == db_url.startswith("sqlite")
+    sockets.configure(Limits(chat=(1000, 1.0)))
+    batches: list[int] = []
+
+    async def store(posts: list[ChatPost]) -> list[Posted | Refused]:
+        batches.append(len(posts))
+        return await sockets._store_batch(posts)
+
+    writer = ChatWriter(store, limit=15)
+    senders = [cast.claimant, cast.mediator] * 10
+    posts = [ChatPost(mid, p.id, f"w{n}", f"第{n}条") for n, p in enumerate(senders)]
+    posts.insert(7, ChatPost(mid, cast.claimant.id, "forged", "偷看", room="notes"))
+    answers = await asyncio.gather(*(writer.post(p) for p in posts), return_exceptions=True)
+    assert batches == [15, 6]  # everything queued before the first commit, 15 at a time
+    refused = answers.pop(7)
+    assert isinstance(refused, Refused) and refused.code == "invalid_room"
+    assert [a.message.seq for a in answers if isinstance(a, Posted)] == list(range(1, 21))
+    # Everyone in the room got every message, in order.
+    for peer in peers.values():
+        await peer.until(lambda p: len(p.received("meeting.chat")) == 20)
+        assert [m["seq"] for m in peer.received("meeting.chat")] == list(range(1, 21))
