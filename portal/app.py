@@ -19,6 +19,9 @@ from starlette.staticfiles import StaticFiles
 from portal.accounts import policy as accounts_policy
 from portal.accounts import service as accounts
 from portal.accounts import views as accounts_views
+from portal.agreements import policy as agreements_policy
+from portal.agreements import views as agreement_views
+from portal.agreements.reminders import FulfilmentLoop
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -93,6 +96,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         reminders = ReminderLoop(app.state.db, on_sent=outbox.wake)
         app.state.reminders = reminders
         reminders.start()
+        fulfilment = FulfilmentLoop(app.state.db, on_sent=outbox.wake)
+        app.state.fulfilment = fulfilment
+        fulfilment.start()
         sequencer = LogSequencer(
             app.state.db,
             app.state.log_key,
@@ -108,6 +114,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         finally:
             await sweeper.stop()
             await sequencer.stop()
+            await fulfilment.stop()
             await reminders.stop()
             await outbox.stop()
             await close_socket_server(app.state.sio)
@@ -122,6 +129,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *evidence_views.routes,
             *meetings_views.routes,
             *minutes_views.routes,
+            *agreement_views.routes,
             *notify_views.routes,
             *workdays_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -147,6 +155,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     starlette.state.policy = Policy(
         [
             accounts_policy.RULES,
+            agreements_policy.RULES,
             orgs_policy.RULES,
             cases_policy.RULES,
             evidence_policy.RULES,

@@ -18,7 +18,10 @@ from sqlalchemy import select
 from starlette.routing import Route
 
 from portal.accounts import service as accounts
+from portal.accounts.models import User
+from portal.agreements import service as agreements
 from portal.cases import service as cases
+from portal.cases.models import Case as CaseRow
 from portal.cases.models import CaseMaterial
 from portal.evidence.models import LogLeaf
 from portal.notify.models import Notification
@@ -69,6 +72,9 @@ async def build_world(app: Any) -> World:
     case_other = await make_case(app, other_consumer, firm_y, category="insurance")
     draft = await make_draft(app, people["consumer"], firm_x)
     meeting = await make_meeting(app, case_open, people["mediator"])
+    case_agreed = await make_case(
+        app, people["consumer"], firm_x, status="assigned", mediator_id=people["mediator"].id
+    )
     await make_minutes(app, meeting.id, people["mediator"], "调解笔录草稿")
     state = app.starlette.state
     async with state.db() as db:
@@ -106,6 +112,11 @@ async def build_world(app: Any) -> World:
             .where(Notification.user_id == people["consumer"].id, Notification.channel == "in_app")
             .limit(1)
         )
+        mediator = await db.get(User, people["mediator"].id)
+        loaded = await db.get(CaseRow, case_agreed.id)
+        assert mediator is not None and loaded is not None
+        await cases.apply_transition(db, loaded, mediator, "start_mediation")
+        await agreements.start(db, state.vault, await agreements.access(db, loaded.id), mediator)
         day = await workdays.add_calendar_day(
             db, people["platform_admin"].id, day=date(2031, 1, 1), kind="holiday", name="元旦"
         )
@@ -132,6 +143,7 @@ async def build_world(app: Any) -> World:
             "notice": notice,
             "day": day.id,
             "meeting": meeting.id,
+            "agreed": case_agreed.id,
         },
     )
 
@@ -521,6 +533,173 @@ CASES = [
         only("done", "mediator"),
         params=lambda w: {"meeting_id": w.ids["meeting"]},
         label="refused without a reason, back to the page",
+    ),
+    Case(
+        "agreements.page",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the parties, the mediator and the staff read the agreement",
+    ),
+    Case(
+        "agreements.page",
+        "GET",
+        only("ok", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="before it is drafted: the mediator (to start it) and the staff",
+    ),
+    Case(
+        "agreements.start",
+        "POST",
+        only("done", "mediator"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="only the mediator; started already, so back to it",
+    ),
+    Case(
+        "agreements.save",
+        "POST",
+        only("bad", "mediator"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="only the mediator; terms with no term are refused",
+    ),
+    Case(
+        "agreements.comment",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the parties; an empty comment is refused",
+    ),
+    Case(
+        "agreements.code",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the signing parties; refused while it is being drafted",
+    ),
+    Case(
+        "agreements.sign",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the signing parties; no version is refused",
+    ),
+    Case(
+        "agreements.version_pdf",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["agreed"], "version": 1},
+    ),
+    Case(
+        "agreements.signed_pdf",
+        "GET",
+        only("404", "consumer", "firm_rep", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="not in effect: nothing signed to download",
+    ),
+    Case(
+        "agreements.pay",
+        "POST",
+        only("bad", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["agreed"], "number": 1},
+        label="the firm; refused before the agreement is in effect",
+    ),
+    Case(
+        "agreements.answer",
+        "POST",
+        only("404", "consumer"),
+        params=lambda w: {"case_id": w.ids["agreed"], "number": 1},
+        label="the claimant; no such payment yet",
+    ),
+    Case(
+        "agreements.open_signing",
+        "POST",
+        only("done", "mediator"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="only the mediator",
+    ),
+    Case(
+        "agreements.judicial_apply",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the signing parties; refused before the agreement is in effect",
+    ),
+    Case(
+        "agreements.judicial_decision",
+        "POST",
+        only("bad", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the committee's staff; refused with nothing to answer",
+    ),
+    Case(
+        "agreements.judicial_package",
+        "GET",
+        only("404", "consumer", "firm_rep", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="no application yet: no package",
+    ),
+    Case(
+        "agreements.referral",
+        "POST",
+        only("bad", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the committee's staff; an empty form is refused",
+    ),
+    Case(
+        "agreements.referral_report",
+        "POST",
+        only("404", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the committee's staff; no referral recorded",
+    ),
+    Case(
+        "agreements.litigation",
+        "GET",
+        only("ok", "consumer", "firm_rep", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the parties, the mediator and the committee's staff",
+    ),
+    Case(
+        "agreements.facts",
+        "POST",
+        only("bad", "mediator"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="only the mediator writes the facts; an empty record is refused",
+    ),
+    Case(
+        "agreements.facts_confirm",
+        "POST",
+        only("bad", "consumer", "firm_rep"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the parties; nothing to confirm yet",
+    ),
+    Case(
+        "agreements.transfer",
+        "POST",
+        only("bad", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="the mediator or the staff; refused while the case is in mediation",
+    ),
+    Case(
+        "agreements.case_file",
+        "GET",
+        only("404"),
+        params=lambda w: {"case_id": w.ids["agreed"]},
+        label="no case file before mediation has failed",
+    ),
+    Case(
+        "agreements.survey",
+        "GET",
+        only("ok"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="nobody rates a case that is not closed",
+    ),
+    Case(
+        "agreements.survey_answer",
+        "POST",
+        only("ok"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="nobody rates a case that is not closed",
     ),
     Case("notify.centre", "GET", logged_in("ok")),
     Case("notify.badge", "GET", logged_in("ok")),

@@ -24,6 +24,7 @@ from portal.audit.service import record
 from portal.cases.lifecycle import (
     OPEN_STATUSES,
     STATUS_LABELS,
+    TRANSITIONS,
     Party,
     Status,
     Transition,
@@ -1641,3 +1642,23 @@ async def get_material(db: AsyncSession, case: Case, material_id: int) -> CaseMa
     if material is None or material.case_id != case.id:
         raise NotFound
     return material
+
+
+async def settle_by_agreement(db: AsyncSession, case: Case, actor: User) -> bool:
+    """The case's settlement agreement took effect (its last signature, by ``actor``): the
+    case is settled, in the caller's transaction. False if it was not in mediation."""
+    if case.status != Status.IN_MEDIATION:
+        return False
+    await _move(db, case, actor, TRANSITIONS["settle"], agreement=True)
+    return True
+
+
+async def fulfil_by_agreement(db: AsyncSession, case: Case, actor: User) -> bool:
+    """Every payment the agreement called for was confirmed (the last by ``actor``): the
+    case is fulfilled, then closed, in the caller's transaction."""
+    if case.status != Status.SETTLED:
+        return False
+    await _move(db, case, actor, TRANSITIONS["fulfil"], agreement=True)
+    case.closed_at = utcnow()
+    await _move(db, case, actor, TRANSITIONS["close"], agreement=True)
+    return True

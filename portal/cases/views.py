@@ -15,6 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portal.accounts.models import User
+from portal.agreements import service as agreements
+from portal.agreements.policy import LitigationAccess, SurveyAccess
 from portal.cases import service
 from portal.cases.forms import (
     ClaimantForm,
@@ -43,6 +45,7 @@ from portal.web import (
     flash,
     identity,
     is_htmx,
+    permits,
     redirect,
     render,
     require,
@@ -419,11 +422,19 @@ async def case_detail(request: Request) -> Response:
         if case.status == Status.DRAFT:
             return redirect(request, "cases.edit", case_id=case.id, step="review")
         page = await service.case_page(db, case, who)
+        agreement = await agreements.access(db, case.id)
     return render(
         request,
         "cases/detail.html",
         {
             "case": case,
+            "agreement": agreement.agreement,
+            "agreement_statuses": agreements.STATUS_LABELS,
+            "survey_open": permits(request, "rate", SurveyAccess(case)),
+            "litigation_visible": case.status in ("in_mediation", "failed", Status.TRANSFERRED)
+            and permits(request, "view", LitigationAccess(case, None)),
+            "agreement_visible": permits(request, "view", agreement)
+            and (agreement.agreement is not None or permits(request, "draft", agreement)),
             "events": page.events,
             "materials": page.materials,
             "committee": page.committee,

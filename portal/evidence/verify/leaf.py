@@ -72,6 +72,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 __all__ = [
+    "AGREEMENT_SIGNATURE",
     "EVIDENCE_ADDED",
     "KNOWN_TYPES",
     "LEAF_PREFIX",
@@ -81,6 +82,7 @@ __all__ = [
     "JsonValue",
     "Leaf",
     "LeafError",
+    "agreement_signature_body",
     "canonical_json",
     "decode_leaf",
     "encode_leaf",
@@ -288,6 +290,58 @@ def _check_minutes_body(body: Mapping[str, Any]) -> None:
         raise LeafError("body.confirmations: one per side, in the order claimant, respondent")
 
 
+_SIGNATURE_KEYS = frozenset(
+    {"sha256", "size", "case_id", "agreement", "version", "side", "signer", "method"}
+)
+
+
+def _check_signature_body(body: Mapping[str, Any]) -> None:
+    missing = _SIGNATURE_KEYS - set(body)
+    if missing:
+        raise LeafError(f"body lacks {', '.join(sorted(missing))}")
+    _check_hex64(body.get("sha256"), "body.sha256")
+    _check_hex64(body.get("signer"), "body.signer")
+    _check_count(body.get("size"), "body.size", 1)
+    for key in ("case_id", "agreement", "version"):
+        _check_count(body.get(key), f"body.{key}", 1)
+    if body.get("side") not in MINUTES_SIDES:
+        raise LeafError(f"body.side must be one of {', '.join(MINUTES_SIDES)}")
+    method = body.get("method")
+    if not isinstance(method, str) or not _KEY_RE.fullmatch(method.replace("+", ".")):
+        raise LeafError("body.method must be a short word such as password+sms+name")
+
+
+def agreement_signature_body(
+    *,
+    sha256: str,
+    size: int,
+    case_id: int,
+    agreement: int,
+    version: int,
+    side: str,
+    signer: str,
+    method: str,
+    **extra: JsonValue,
+) -> dict[str, JsonValue]:
+    """The body of an ``agreement.signature`` leaf, checked: the SHA-256 and size of the exact
+    PDF signed (the file a court checks with the receipt), the agreement and its version, the
+    side that signed, the signer's commitment and how they proved who they are."""
+    body: dict[str, JsonValue] = {
+        **extra,
+        "sha256": sha256,
+        "size": size,
+        "case_id": case_id,
+        "agreement": agreement,
+        "version": version,
+        "side": side,
+        "signer": signer,
+        "method": method,
+    }
+    _check_value(body, "body")
+    _check_signature_body(body)
+    return body
+
+
 def minutes_body(
     *,
     sha256: str,
@@ -369,6 +423,8 @@ def encode_leaf(
         _check_evidence_body(body)
     elif type == MINUTES_CONFIRMED:
         _check_minutes_body(body)
+    elif type == AGREEMENT_SIGNATURE:
+        _check_signature_body(body)
     obj = {
         "v": LEAF_VERSION,
         "type": type,

@@ -58,7 +58,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from portal.evidence.verify.leaf import MINUTES_CONFIRMED, Leaf, LeafError, decode_leaf
+from portal.evidence.verify.leaf import (
+    AGREEMENT_SIGNATURE,
+    MINUTES_CONFIRMED,
+    Leaf,
+    LeafError,
+    decode_leaf,
+)
 from portal.evidence.verify.note import (
     NoteError,
     Verifier,
@@ -496,6 +502,17 @@ _SIDE_NAMES = {"claimant": ("the claimant", "申请人"), "respondent": ("the fi
 
 def _describe(leaf: Leaf) -> tuple[str, str]:
     """What a leaf of a known type records, in words (for the log entry line)."""
+    if leaf.type == AGREEMENT_SIGNATURE:
+        body = leaf.body
+        side_en, side_zh = _SIDE_NAMES.get(str(body.get("side")), ("a party", "一方当事人"))
+        return (
+            f" It records the signature of {side_en} on version {body.get('version')} of "
+            f"settlement agreement {body.get('agreement')}; the file to check is the PDF of "
+            f"that version as signed ({body.get('size')} bytes).",
+            f"该记录载明：{side_zh}签署了第 {body.get('agreement')} 号调解协议的第 "
+            f"{body.get('version')} 版；应核对的文件是所签署的该版 PDF"
+            f"（{body.get('size')} 字节）。",
+        )
     if leaf.type != MINUTES_CONFIRMED:
         return "", ""
     body = leaf.body

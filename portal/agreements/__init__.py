@@ -1,0 +1,1 @@
+"""Outcomes: settlement agreements, signing, and what follows them."""
