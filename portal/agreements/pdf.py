@@ -9,6 +9,7 @@ or compress differently, so store the bytes that were signed; never re-render to
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ class Signature:
     name: str
     signed_at: str
     method: str
+    # A hand-drawn mark, as an SVG path of M/L commands in a 300 × 100 box (see drawn_strokes).
+    drawn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,36 @@ def chinese_numeral(n: int) -> str:
     tens, ones = divmod(n, 10)
     head = "" if tens == 0 else ("十" if tens == 1 else _DIGITS[tens] + "十")
     return head + (_DIGITS[ones] if ones else "")
+
+
+DRAWN_BOX = (300, 100)  # the units of a drawn signature's path
+DRAWN_WIDTH = 45.0  # mm on the page
+DRAWN_HEIGHT = DRAWN_WIDTH * DRAWN_BOX[1] / DRAWN_BOX[0]
+_DRAWN_COMMAND = re.compile(r"([ML])(\d{1,3}) (\d{1,3})")
+MAX_DRAWN_POINTS = 2000
+
+
+def drawn_strokes(path: str) -> list[list[tuple[int, int]]]:
+    """The strokes of a drawn signature ("M x y L x y … M x y …": whole units in the 300 ×
+    100 box, one space between numbers and between commands); ValueError for anything else."""
+    tokens = path.split(" ")
+    if len(tokens) % 2 or not 2 <= len(tokens) <= 2 * MAX_DRAWN_POINTS:
+        raise ValueError("not a drawn signature path")
+    strokes: list[list[tuple[int, int]]] = []
+    for head, tail in zip(tokens[::2], tokens[1::2], strict=True):
+        found = _DRAWN_COMMAND.fullmatch(f"{head} {tail}")
+        if found is None:
+            raise ValueError("not a drawn signature path")
+        kind, x, y = found.group(1), int(found.group(2)), int(found.group(3))
+        if x > DRAWN_BOX[0] or y > DRAWN_BOX[1]:
+            raise ValueError("a drawn signature's point lies outside its box")
+        if kind == "M":
+            strokes.append([(x, y)])
+        elif not strokes:
+            raise ValueError("a drawn signature's path must start with M")
+        else:
+            strokes[-1].append((x, y))
+    return strokes
 
 
 def render_agreement(doc: AgreementDocument) -> bytes:
@@ -332,7 +365,10 @@ class _Writer:
         if not rows:
             return
         height = 8.0 + sum(
-            12.0 if s is None else LEADING + SMALL_LEADING * 2 + 3.0 for _, s in rows
+            12.0
+            if s is None
+            else LEADING + SMALL_LEADING * 2 + 3.0 + (DRAWN_HEIGHT + 2 if s.drawn else 0)
+            for _, s in rows
         )
         needed = min(height, pdf.h - MARGIN - BOTTOM - 1)
         if pdf.will_page_break(needed):
@@ -357,7 +393,23 @@ class _Writer:
             self.lines(lines, pdf.l_margin + indent, self.width - indent, SMALL_LEADING)
             pdf.set_text_color(0)
             pdf.set_font(FONT, size=BODY_SIZE)
+            if signature.drawn:
+                self.drawn(signature.drawn, pdf.l_margin + indent, pdf.get_y() + 1)
+                pdf.set_y(pdf.get_y() + DRAWN_HEIGHT + 2)
             pdf.ln(3)
+
+    def drawn(self, path: str, x: float, y: float) -> None:
+        """A drawn signature, scaled from its 300 × 100 box into DRAWN_WIDTH × DRAWN_HEIGHT."""
+        pdf = self.pdf
+        scale = DRAWN_WIDTH / DRAWN_BOX[0]
+        pdf.set_draw_color(20, 20, 90)
+        pdf.set_line_width(0.35)
+        for stroke in drawn_strokes(path):
+            points = [(x + px * scale, y + py * scale) for px, py in stroke]
+            if len(points) == 1:
+                points.append((points[0][0] + 0.2, points[0][1]))
+            pdf.polyline(points)
+        pdf.set_draw_color(0)
 
     def receipt(self, receipt_id: str, verify_url: str) -> None:
         """A framed box: the QR code of verify_url, the receipt number and the address."""

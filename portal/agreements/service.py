@@ -39,7 +39,12 @@ from portal.agreements.models import (
     InstalmentState,
     SigningCode,
 )
-from portal.agreements.pdf import AgreementDocument, Signature, render_agreement
+from portal.agreements.pdf import (
+    AgreementDocument,
+    Signature,
+    drawn_strokes,
+    render_agreement,
+)
 from portal.agreements.policy import AgreementAccess
 from portal.agreements.terms import (
     CLOSING_ZH,
@@ -89,7 +94,6 @@ MAX_COMMENT = 2000
 MAX_NOTE = 500
 METHOD_TYPED = "password+{channel}+name"
 METHOD_DRAWN = "password+{channel}+name+drawn"
-MAX_DRAWN = 20_000
 
 
 @dataclass(frozen=True)
@@ -273,6 +277,7 @@ def document(
                 name=name,
                 signed_at=_local(s.signed_at),
                 method="密码＋一次性验证码＋输入姓名" + ("＋手写签名" if s.drawn else ""),
+                drawn=s.drawn,
             )
             for s, name in signed
         ],
@@ -657,7 +662,6 @@ def _normal_name(name: str) -> str:
 async def sign(
     db: AsyncSession,
     settings: Settings,
-    vault: DataVault,
     found: AgreementAccess,
     actor: User,
     *,
@@ -700,6 +704,10 @@ async def sign(
         .limit(1)
     )
     if latest is None or latest.expires_at <= now:
+        if latest is not None:  # an old code tried: counted like a wrong one
+            latest.attempts += 1
+            record(db, actor.id, "agreement.sign_failed", "agreement", agreement.id)
+            await db.commit()
         raise DomainError(_l("The code has expired. Ask for a new one."), field="code")
     try:
         PASSWORDS.verify(actor.password_hash, password)
@@ -725,10 +733,13 @@ async def sign(
         raise DomainError(
             _l("Type your full name exactly as your account gives it."), field="typed_name"
         )
-    if drawn is not None and (len(drawn) > MAX_DRAWN or not drawn.startswith("M")):
-        raise DomainError(
-            _l("The drawn signature could not be read. Draw it again."), field="drawn"
-        )
+    if drawn is not None:
+        try:
+            drawn_strokes(drawn)
+        except ValueError:
+            raise DomainError(
+                _l("The drawn signature could not be read. Draw it again."), field="drawn"
+            ) from None
     data = row.pdf
     digest = hashlib.sha256(data).hexdigest()
     latest.used_at = now

@@ -238,7 +238,6 @@ async def sign(request: Request) -> Response:
         await service.sign(
             db,
             state.settings,
-            state.vault,
             found,
             actor,
             version_number=_version(form),

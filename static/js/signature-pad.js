@@ -27,7 +27,11 @@ for (const pad of document.querySelectorAll("[data-signature-pad]")) {
   canvas.addEventListener("pointerdown", (event) => {
     event.preventDefault();
     drawing = true;
-    canvas.setPointerCapture(event.pointerId);
+    try {
+      canvas.setPointerCapture(event.pointerId);
+    } catch {
+      // A pointer the browser does not know (a synthetic event): draw without capture.
+    }
     const [x, y] = point(event);
     path.push(`M${x} ${y}`);
     ctx.beginPath();

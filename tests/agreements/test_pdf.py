@@ -29,6 +29,7 @@ from portal.agreements.pdf import (
     AgreementDocument,
     Signature,
     chinese_numeral,
+    drawn_strokes,
     render_agreement,
 )
 from tests.conftest import ARTIFACTS, ROOT
@@ -344,3 +345,15 @@ def test_chinese_numerals() -> None:
     ]
     with pytest.raises(ValueError, match="out of range"):
         chinese_numeral(100)
+
+
+def test_a_drawn_signature_is_drawn_and_checked() -> None:
+    drawn = replace(SIGNATURES[0], drawn="M20 60 L80 30 L140 70 M200 50 L260 40")
+    with_mark = replace(signed_document(), signatures=[drawn, SIGNATURES[1]])
+    first = render_agreement(with_mark)
+    assert first == render_agreement(with_mark)
+    assert first != render_agreement(signed_document())
+    assert drawn_strokes("M1 2 L3 4 M5 6") == [[(1, 2), (3, 4)], [(5, 6)]]
+    for bad in ("", "L1 2", "M1 2 L3", "M400 2", "M1 2  L3 4", "M-1 2"):
+        with pytest.raises(ValueError, match="signature"):
+            drawn_strokes(bad)

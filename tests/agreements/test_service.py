@@ -146,7 +146,7 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
         return await agreements.send_code(db, settings, vault, found, user)
 
     async def sign(db: Any, found: AgreementAccess, user: User, **kw: Any) -> Any:
-        return await agreements.sign(db, settings, vault, found, user, **kw)
+        return await agreements.sign(db, settings, found, user, **kw)
 
     # Before it exists only the mediator (and the committee) may see it.
     assert not await permits(app, w.claimant, cid, "view")
@@ -206,6 +206,20 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
             case_id=cid,
         )
     assert refused.value.field == "typed_name"
+    for junk in ("<script>", "M10 10 L999 10", "L1 1 M2 2"):
+        with pytest.raises(DomainError) as refused:
+            await call(
+                app,
+                w.claimant,
+                sign,
+                version_number=2,
+                password=password,
+                code=code,
+                typed_name="张三",
+                drawn=junk,
+                case_id=cid,
+            )
+        assert refused.value.field == "drawn"
     first = await call(
         app,
         w.claimant,
@@ -213,10 +227,12 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
         version_number=2,
         password=password,
         code=code,
+        drawn="M20 60 L80 30 L140 70 M200 50 L260 40",
         typed_name="张 三",
         case_id=cid,
     )
     assert first.pdf_sha256 == v2.pdf_sha256
+    assert first.method == "password+sms+name+drawn" and first.drawn is not None
     # The same code does not sign twice; the side has signed.
     with pytest.raises(DomainError):
         await call(
@@ -306,6 +322,36 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
         assert found.agreement is not None and found.agreement.status == "signing"
         assert found.case.status == "in_mediation"
     await call(app, w.claimant, send, case_id=cid)
+    async with state.db() as db:  # ten minutes later the code has expired
+        from portal.agreements.models import SigningCode
+
+        latest = await db.scalar(
+            select(SigningCode)
+            .where(SigningCode.user_id == w.claimant.id)
+            .order_by(SigningCode.id.desc())
+            .limit(1)
+        )
+        assert latest is not None
+        latest.expires_at = utcnow() - timedelta(seconds=1)
+        await db.commit()
+    with pytest.raises(DomainError) as refused:
+        await call(
+            app,
+            w.claimant,
+            sign,
+            version_number=3,
+            password=password,
+            code=await last_code(app, w.claimant),
+            typed_name="张三",
+            case_id=cid,
+        )
+    assert refused.value.message.msgid.startswith("The code has expired")
+    async with state.db() as db:
+        assert (await db.get(SigningCode, latest.id)).attempts == 1  # type: ignore[union-attr]
+        latest_row = await db.get(SigningCode, latest.id)
+        assert latest_row is not None
+        latest_row.expires_at = utcnow() + timedelta(minutes=5)
+        await db.commit()
     await call(
         app,
         w.claimant,
@@ -381,7 +427,6 @@ async def make_effective(app: Any, w: World, agreed: Terms) -> None:
             await agreements.sign(
                 db,
                 settings,
-                vault,
                 found,
                 user,
                 version_number=2,

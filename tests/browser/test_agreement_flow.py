@@ -303,10 +303,33 @@ def usable_sign_form(page: Any) -> None:
         assert box is not None and box["height"] >= 44, (testid, box)
 
 
-def sign(page: Any, code: str, name: str) -> None:
+def draw(page: Any) -> str:
+    """Draw a stroke on the signing form's pad; the path the page will send."""
+    pad = page.locator("[data-testid=sign-pad]")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()  # in the viewport, where a finger lands
+    assert box is not None and box["height"] > 40, box
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    # A finger's stroke, through the browser's own touch input (as a phone's screen sends it).
+    cdp = page.context.new_cdp_session(page)
+    stroke = [(0.1 + 0.8 * t / 8, 0.7 - 0.5 * (t % 2)) for t in range(9)]
+    for n, (fx, fy) in enumerate(stroke):
+        point = {"x": x + fx * w, "y": y + fy * h}
+        kind = "touchStart" if n == 0 else "touchMove"
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [point]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+    path: str = page.input_value("[data-testid=sign-drawn]")
+    assert path.startswith("M") and path.count("L") >= 6, path
+    return path
+
+
+def sign(page: Any, code: str, name: str, *, drawn: bool = False) -> None:
     page.fill("[data-testid=sign-password]", PASSWORD)
     page.fill("[data-testid=sign-code]", code)
     page.fill("[data-testid=sign-name]", name)
+    if drawn:
+        draw(page)
     page.click("[data-testid=sign-submit]")
 
 
@@ -385,7 +408,7 @@ def test_draft_sign_on_phones_and_download(
     claimant.click("[data-testid=sign-send-code]")
     expect(claimant.locator("[data-testid=flash]")).to_be_visible()
     code = code_by_sms(portal, portal.claimant_id)
-    sign(claimant, code, "张三")
+    sign(claimant, code, "张三", drawn=True)
     expect(claimant.locator("[data-testid=flash]")).to_be_visible()
     expect(claimant.locator("[data-testid=signature-claimant]")).to_contain_text("张三")
     expect(claimant.locator("[data-testid=sign-panel]")).to_have_count(0)
