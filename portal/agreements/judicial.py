@@ -96,6 +96,7 @@ async def apply(
     if side is None or side not in service.required_sides(found.case):
         raise DomainError(_l("You are not one of the parties who sign this agreement."))
     court = _court(court)
+    await service.lock(db, agreement)  # both sides joining at once: one after the other
     now = utcnow()
     row = await application(db, agreement)
     if row is None:
@@ -173,6 +174,7 @@ async def record_decision(
 ) -> JudicialApplication:
     """Staff enter the court's answer to an application that stands."""
     agreement = _effective(found)
+    await service.lock(db, agreement)
     row = await application(db, agreement)
     if row is None or row.status != JudicialStatus.APPLIED:
         raise DomainError(_l("There is no application waiting for the court's answer."))

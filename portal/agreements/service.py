@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio.to_thread
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
@@ -119,6 +119,19 @@ async def access(db: AsyncSession, case_id: int) -> AgreementAccess:
         raise NotFound
     agreement = await db.scalar(select(Agreement).where(Agreement.case_id == case_id))
     return AgreementAccess(case, agreement)
+
+
+async def lock(db: AsyncSession, agreement: Agreement) -> None:
+    """Take the agreement's row for this transaction (on SQLite, the database), then read it
+    afresh: edits, signatures, payments and taking effect happen one at a time, so two parties
+    signing at the same moment both count and the agreement takes effect once."""
+    await db.execute(
+        update(Agreement)
+        .where(Agreement.id == agreement.id)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    await db.refresh(agreement)
 
 
 def _require(found: AgreementAccess) -> Agreement:
@@ -440,6 +453,7 @@ async def save_version(
     """A new version. Signatures already given are void (the text they bound has changed),
     and everyone is told; the agreement goes back to drafting."""
     agreement = _require(found)
+    await lock(db, agreement)
     case = found.case
     if agreement.status == AgreementStatus.EFFECTIVE:
         raise DomainError(_l("The agreement is in effect and can no longer be changed."))
@@ -530,6 +544,7 @@ async def add_comment(
 async def open_signing(db: AsyncSession, found: AgreementAccess, actor: User) -> None:
     """The mediator puts the current version up for signature."""
     agreement = _require(found)
+    await lock(db, agreement)
     if agreement.status != AgreementStatus.DRAFTING:
         raise DomainError(_l("The agreement is not being drafted."))
     agreement.status = AgreementStatus.SIGNING.value
@@ -674,6 +689,7 @@ async def sign(
     """Sign the current version: the password again, the code just sent, and the full name
     typed as the account has it. A wrong password or code counts towards the lock."""
     agreement = _require(found)
+    await lock(db, agreement)
     case = found.case
     _ready_to_sign(agreement)
     side = _signer_side(found, actor)
@@ -874,6 +890,7 @@ async def record_payment(
 ) -> Instalment:
     """The firm says it paid an instalment: the amount must be the instalment's."""
     agreement = _require(found)
+    await lock(db, agreement)
     if agreement.status != AgreementStatus.EFFECTIVE:
         raise DomainError(_l("The agreement is not in effect yet."))
     row = await _instalment(db, agreement, number)
@@ -934,6 +951,7 @@ async def answer_payment(
     """The claimant confirms a recorded payment arrived, or disputes it with a reason. When
     every payment is confirmed the case is fulfilled and closed."""
     agreement = _require(found)
+    await lock(db, agreement)
     row = await _instalment(db, agreement, number)
     if row.state != InstalmentState.PAID:
         raise DomainError(_l("There is no recorded payment to answer."))

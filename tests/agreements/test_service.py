@@ -4,6 +4,7 @@ checked by the verifier against the PDF, and fulfilment."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 from collections.abc import Awaitable, Callable
@@ -777,3 +778,55 @@ async def test_undisputed_facts_transfer_and_the_case_file(app: Any) -> None:
         index = archive.read("00-index.pdf")
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(index)).pages)
     assert "案件材料目录" in text and "01-claims.txt" in text
+
+
+async def test_both_parties_signing_at_once_put_it_in_effect_once(app: Any) -> None:
+    state = app.starlette.state
+    w = await build(app)
+    cid = w.case_id
+    settings, vault = state.settings, state.vault
+    async with state.db() as db:
+        mediator = await db.get(User, w.mediator.id)
+        assert mediator is not None
+        await agreements.start(db, vault, await agreements.access(db, cid), mediator)
+        found = await agreements.access(db, cid)
+        await agreements.save_version(db, vault, found, mediator, terms(100_000, parts=2))
+        await agreements.open_signing(db, found, mediator)
+    codes = {}
+    for person in (w.claimant, w.rep):
+        await call(
+            app,
+            person,
+            lambda db, f, u: agreements.send_code(db, settings, vault, f, u),
+            case_id=cid,
+        )
+        codes[person.id] = await last_code(app, person)
+
+    async def sign_as(person: Person, name: str) -> Any:
+        return await call(
+            app,
+            person,
+            lambda db, f, u: agreements.sign(
+                db,
+                settings,
+                f,
+                u,
+                version_number=2,
+                password=person.password,
+                code=codes[person.id],
+                typed_name=name,
+            ),
+            case_id=cid,
+        )
+
+    both = await asyncio.gather(sign_as(w.claimant, "张三"), sign_as(w.rep, "李经理"))
+    assert {s.side for s in both} == {"claimant", "respondent"}
+    async with state.db() as db:
+        found = await agreements.access(db, cid)
+        assert found.agreement is not None and found.agreement.status == "effective"
+        assert found.case.status == "settled"
+        assert len(await agreements.instalments(db, found.agreement)) == 2
+        effective = await db.scalars(
+            select(CaseEvent).where(CaseEvent.case_id == cid, CaseEvent.kind == "agreement")
+        )
+        assert [e.data["action"] for e in effective].count("effective") == 1
