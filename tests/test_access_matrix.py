@@ -549,6 +549,20 @@ CASES = [
         label="before it is drafted: the mediator (to start it) and the staff",
     ),
     Case(
+        "agreements.page",
+        "GET",
+        only("404"),
+        params=lambda w: {"case_id": w.ids["draft"]},
+        label="a draft case has no agreement page, even for its staff",
+    ),
+    Case(
+        "agreements.litigation",
+        "GET",
+        only("404"),
+        params=lambda w: {"case_id": w.ids["draft"]},
+        label="a draft is its filer's alone",
+    ),
+    Case(
         "agreements.start",
         "POST",
         only("done", "mediator"),

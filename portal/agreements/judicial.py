@@ -15,9 +15,10 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
@@ -50,6 +51,7 @@ JUDICIAL_LABELS: dict[str, Msg] = {
     JudicialStatus.CONFIRMED: _l("Confirmed by the court"),
     JudicialStatus.REFUSED: _l("Refused by the court"),
 }
+APPLY_WITHIN = timedelta(days=30)
 # Zip entries get a fixed time, so that the same package has the same bytes.
 _ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 _VERIFY_NOTE = (
@@ -97,6 +99,13 @@ async def apply(
         raise DomainError(_l("You are not one of the parties who sign this agreement."))
     court = _court(court)
     await service.lock(db, agreement)  # both sides joining at once: one after the other
+    if agreement.effective_at is not None and utcnow() > agreement.effective_at + APPLY_WITHIN:
+        raise DomainError(
+            _l(
+                "Judicial confirmation must be applied for within 30 days of the agreement "
+                "taking effect. The time has passed."
+            )
+        )
     now = utcnow()
     row = await application(db, agreement)
     if row is None:
@@ -351,6 +360,11 @@ async def record_referral(
         recorded_by=actor.id,
     )
     db.add(row)
+    try:
+        await db.flush()
+    except IntegrityError:  # recorded meanwhile (a second click)
+        await db.rollback()
+        raise DomainError(_l("The referral has already been recorded.")) from None
     service._timeline(db, case, actor.id, "referral", court=court)
     record(db, actor.id, "case.referral", "case", case.id, court=court)
     await db.commit()

@@ -14,12 +14,16 @@ from __future__ import annotations
 import functools
 import gettext
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
+from portal.accounts.service import identity_of
 from portal.agreements import service
 from portal.agreements.judicial import Package, _zip
 from portal.agreements.models import UndisputedFacts
@@ -79,6 +83,13 @@ async def write_facts(
     if facts is None:
         facts = UndisputedFacts(case_id=case.id, text=text, author_id=actor.id)
         db.add(facts)
+        try:
+            await db.flush()
+        except IntegrityError:  # written meanwhile (a second click)
+            await db.rollback()
+            raise DomainError(
+                _l("The record was changed meanwhile. Read it again, then confirm.")
+            ) from None
     elif facts.text == text:
         raise DomainError(_l("Nothing has changed since the last version."))
     else:
@@ -109,15 +120,28 @@ async def confirm_facts(
     facts = found.facts
     if facts is None:
         raise DomainError(_l("There are no undisputed facts to confirm yet."))
-    if revision != facts.revision:
-        raise DomainError(_l("The record was changed meanwhile. Read it again, then confirm."))
     side = service.side_of(found.case, actor)
     if side is None or side not in service.required_sides(found.case):
         raise DomainError(_l("You are not a party to this case."))
-    column = f"{side}_confirmed_at"
-    if getattr(facts, column) is not None:
+    if getattr(facts, f"{side}_confirmed_at") is not None and revision == facts.revision:
         raise DomainError(_l("Your side has already confirmed this record."))
-    setattr(facts, column, utcnow())
+    column = getattr(UndisputedFacts, f"{side}_confirmed_at")
+    # Only the revision the party read, and only once: a change saved meanwhile is not
+    # confirmed by a click made on the text before it.
+    done = await db.execute(
+        update(UndisputedFacts)
+        .where(
+            UndisputedFacts.id == facts.id,
+            UndisputedFacts.revision == revision,
+            column.is_(None),
+        )
+        .values({column: utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", done).rowcount != 1:
+        await db.rollback()
+        raise DomainError(_l("The record was changed meanwhile. Read it again, then confirm."))
+    await db.refresh(facts)
     service._timeline(db, found.case, actor.id, "facts_confirmed", side=side)
     record(db, actor.id, "case.facts_confirmed", "case", found.case.id, side=side)
     await db.commit()
@@ -127,9 +151,18 @@ async def confirm_facts(
 async def transfer(db: AsyncSession, found: LitigationAccess, actor: User) -> None:
     """Mark a failed case transferred to litigation and tell the parties their next steps."""
     case = found.case
-    if case.status != Status.FAILED:
+    # Taking the row only while the case is failed: a second click finds it transferred.
+    taken = await db.execute(
+        update(Case)
+        .where(Case.id == case.id, Case.status == Status.FAILED.value)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", taken).rowcount != 1:
         raise DomainError(_l("Only a case whose mediation failed can be transferred to court."))
-    await cases.apply_transition(db, case, actor, "transfer")
+    await db.refresh(case)
+    transition = cases._check(case, identity_of(actor), "transfer")
+    await cases._move(db, case, actor, transition)
     number = case.number or str(case.id)
     for user_id in await service._people(db, case):
         await notify(
@@ -178,8 +211,11 @@ async def bundle(
     blobs: BlobStore,
     found: LitigationAccess,
     log_key: LogKey,
+    may_view: Callable[[CaseMaterial], bool],
 ) -> Package:
-    """The case file for the court (see the module's docstring)."""
+    """The case file for the court (see the module's docstring), as the one downloading it
+    may have it: ``may_view`` (the evidence policy's "view" for that person) decides which
+    evidence items go in, so the firm never gets the claimant's identity papers."""
     case = found.case
     if Status(case.status) not in BUNDLED:
         raise DomainError(_l("The case file is made once mediation has failed."))
@@ -230,6 +266,8 @@ async def bundle(
         .order_by(CaseMaterial.id)
     )
     for material in materials:
+        if not may_view(material):
+            continue
         stem = f"04-evidence/{material.id}-{material.filename}"
         files.append((stem, blobs.read_all(material.sha256)))
         if material.leaf_id is not None:

@@ -44,6 +44,8 @@ class AgreementAccess:
 
 def agreement_acl(resource: AgreementAccess) -> ACL:
     case = resource.case
+    if case.status == "draft":
+        return []  # a draft is its filer's alone (portal.cases.policy)
     acl: list[ACE] = [
         (
             ALLOW,
@@ -95,6 +97,8 @@ class LitigationAccess:
 
 def litigation_acl(resource: LitigationAccess) -> ACL:
     case = resource.case
+    if case.status == "draft":
+        return []
     acl: list[ACE] = [
         (ALLOW, committee(case.committee_id, Role.COMMITTEE_ADMIN), ("view", "transfer")),
     ]

@@ -25,6 +25,7 @@ from typing import Any
 import anyio.to_thread
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
@@ -86,6 +87,25 @@ INSTALMENT_LABELS: dict[str, Msg] = {
     InstalmentState.CONFIRMED: _l("Received"),
     InstalmentState.DISPUTED: _l("Disputed by the claimant"),
 }
+# What each timeline event of kind "agreement" says (its data["action"]).
+TIMELINE: dict[str, Msg] = {
+    "started": _l("Settlement agreement drafted"),
+    "version": _l("New version of the agreement"),
+    "signing": _l("Agreement put up for signature"),
+    "signed": _l("Agreement signed by one party"),
+    "effective": _l("Agreement in effect: every party signed"),
+    "paid": _l("Payment recorded by the firm"),
+    "payment_confirmed": _l("Payment confirmed by the claimant"),
+    "payment_disputed": _l("Payment disputed by the claimant"),
+    "judicial_requested": _l("Judicial confirmation asked for by one party"),
+    "judicial_applied": _l("Judicial confirmation applied for"),
+    "judicial_confirmed": _l("Agreement confirmed by the court"),
+    "judicial_refused": _l("Court refused to confirm the agreement"),
+    "referral": _l("Court referral recorded"),
+    "referral_reported": _l("Outcome reported to the court"),
+    "facts_written": _l("Undisputed facts recorded"),
+    "facts_confirmed": _l("Undisputed facts confirmed by one party"),
+}
 CODE_TTL = timedelta(minutes=10)
 CODE_INTERVAL = timedelta(seconds=60)
 MAX_FAILURES = 5  # wrong passwords or codes before signing is locked
@@ -121,10 +141,11 @@ async def access(db: AsyncSession, case_id: int) -> AgreementAccess:
     return AgreementAccess(case, agreement)
 
 
-async def lock(db: AsyncSession, agreement: Agreement) -> None:
+async def lock(db: AsyncSession, agreement: Agreement, case: Case | None = None) -> None:
     """Take the agreement's row for this transaction (on SQLite, the database), then read it
-    afresh: edits, signatures, payments and taking effect happen one at a time, so two parties
-    signing at the same moment both count and the agreement takes effect once."""
+    (and its case) afresh: edits, signatures, payments and taking effect happen one at a
+    time, so two parties signing at the same moment both count and it takes effect once, and
+    a case failed or withdrawn meanwhile is seen as such."""
     await db.execute(
         update(Agreement)
         .where(Agreement.id == agreement.id)
@@ -132,6 +153,8 @@ async def lock(db: AsyncSession, agreement: Agreement) -> None:
         .execution_options(synchronize_session=False)
     )
     await db.refresh(agreement)
+    if case is not None:
+        await db.refresh(case)
 
 
 def _require(found: AgreementAccess) -> Agreement:
@@ -194,13 +217,19 @@ def required_sides(case: Case) -> tuple[str, ...]:
 
 
 def side_of(case: Case, user: User) -> str | None:
-    if user.id == case.filer_id:
-        return "claimant"
-    if (
+    """The side this user signs and answers for; none for someone on both sides (a firm's
+    representative who filed against their own firm may act for neither)."""
+    filer = user.id == case.filer_id
+    firm_rep = (
         user.role == Role.FIRM_REP
         and case.respondent_firm_id is not None
         and user.firm_id == case.respondent_firm_id
-    ):
+    )
+    if filer and firm_rep:
+        return None
+    if filer:
+        return "claimant"
+    if firm_rep:
         return "respondent"
     return None
 
@@ -380,7 +409,7 @@ def suggested_terms(case: Case, today: date) -> Terms:
     )
 
 
-async def _add_version(
+async def _new_version(
     db: AsyncSession,
     vault: DataVault,
     found: AgreementAccess,
@@ -389,11 +418,12 @@ async def _add_version(
     terms: Terms,
     note: str,
 ) -> AgreementVersion:
+    """The next version, with its PDF rendered, not yet added (rendering takes half a second:
+    callers do it before they take the agreement's row)."""
     zh, en = clauses(terms, agreement.template)
-    agreement.current_version += 1
     row = AgreementVersion(
         agreement_id=agreement.id,
-        number=agreement.current_version,
+        number=agreement.current_version + 1,
         terms=terms.to_json(),
         clauses_zh=zh,
         clauses_en=en,
@@ -406,8 +436,6 @@ async def _add_version(
     )
     row.pdf_sha256 = hashlib.sha256(row.pdf).hexdigest()
     row.pdf_size = len(row.pdf)
-    db.add(row)
-    await db.flush()
     return row
 
 
@@ -432,14 +460,29 @@ async def start(
         current_version=0,
     )
     db.add(agreement)
-    await db.flush()
+    try:
+        await db.flush()
+    except IntegrityError:  # started meanwhile (a second click): that one stands
+        await db.rollback()
+        existing = await db.scalar(select(Agreement).where(Agreement.case_id == case.id))
+        if existing is None:
+            raise
+        return existing
     found = AgreementAccess(case, agreement)
     today = utcnow().astimezone(TZ).date()
-    await _add_version(db, vault, found, agreement, actor, suggested_terms(case, today), "")
+    row = await _new_version(db, vault, found, agreement, actor, suggested_terms(case, today), "")
+    agreement.current_version = row.number
+    db.add(row)
     _timeline(db, case, actor.id, "started")
     record(db, actor.id, "agreement.start", "agreement", agreement.id, case=case.id)
     await db.commit()
     return agreement
+
+
+def _changeable(agreement: Agreement, case: Case) -> None:
+    if agreement.status == AgreementStatus.EFFECTIVE:
+        raise DomainError(_l("The agreement is in effect and can no longer be changed."))
+    _in_mediation(case)
 
 
 async def save_version(
@@ -453,22 +496,28 @@ async def save_version(
     """A new version. Signatures already given are void (the text they bound has changed),
     and everyone is told; the agreement goes back to drafting."""
     agreement = _require(found)
-    await lock(db, agreement)
     case = found.case
-    if agreement.status == AgreementStatus.EFFECTIVE:
-        raise DomainError(_l("The agreement is in effect and can no longer be changed."))
+    _changeable(agreement, case)
     note = note.strip()
     if len(note) > MAX_NOTE:
         raise DomainError(_l("Use at most {count} characters.", count=MAX_NOTE), field="note")
     before = await current(db, agreement)
     if terms.to_json() == before.terms and agreement.status == AgreementStatus.DRAFTING:
         raise DomainError(_l("Nothing has changed since the last version."))
+    row = await _new_version(db, vault, found, agreement, actor, terms, note)
+    await lock(db, agreement, case)
+    _changeable(agreement, case)
+    if agreement.current_version + 1 != row.number:
+        raise DomainError(
+            _l("The agreement was changed meanwhile. Read the new version, then edit it.")
+        )
     live = await signatures(db, agreement, live_only=True)
     now = utcnow()
     for signature in live:
         signature.voided_at = now
-        signature.void_reason = f"version {agreement.current_version + 1}"
-    row = await _add_version(db, vault, found, agreement, actor, terms, note)
+        signature.void_reason = f"version {row.number}"
+    agreement.current_version = row.number
+    db.add(row)
     agreement.status = AgreementStatus.DRAFTING.value
     agreement.updated_at = now
     _timeline(db, case, actor.id, "version", version=row.number, voided=len(live))
@@ -544,9 +593,23 @@ async def add_comment(
 async def open_signing(db: AsyncSession, found: AgreementAccess, actor: User) -> None:
     """The mediator puts the current version up for signature."""
     agreement = _require(found)
-    await lock(db, agreement)
+    await lock(db, agreement, found.case)
+    _in_mediation(found.case)
     if agreement.status != AgreementStatus.DRAFTING:
         raise DomainError(_l("The agreement is not being drafted."))
+    if found.case.respondent_firm_id is None:
+        raise DomainError(
+            _l(
+                "The firm is not on the platform, so it cannot sign online. Ask the committee "
+                "to link the case to the firm's account first."
+            )
+        )
+    today = utcnow().astimezone(TZ).date()
+    terms = Terms.from_json((await current(db, agreement)).terms)
+    if any(p.due < today for p in terms.payments):
+        raise DomainError(
+            _l("A payment in this version falls due in the past. Change the dates first.")
+        )
     agreement.status = AgreementStatus.SIGNING.value
     agreement.updated_at = utcnow()
     _timeline(db, found.case, actor.id, "signing", version=agreement.current_version)
@@ -612,11 +675,19 @@ async def _failures(db: AsyncSession, agreement: Agreement, user_id: int, now: d
     )
 
 
-def _ready_to_sign(agreement: Agreement) -> None:
+def _ready_to_sign(agreement: Agreement, case: Case) -> None:
     if agreement.status == AgreementStatus.EFFECTIVE:
         raise DomainError(_l("The agreement is already in effect."))
     if agreement.status != AgreementStatus.SIGNING:
         raise DomainError(_l("The agreement is not up for signature yet."))
+    _in_mediation(case)
+
+
+def _in_mediation(case: Case) -> None:
+    if case.status != Status.IN_MEDIATION:
+        raise DomainError(
+            _l("The case is no longer in mediation, so its agreement cannot go ahead.")
+        )
 
 
 async def send_code(
@@ -624,7 +695,7 @@ async def send_code(
 ) -> str:
     """Send a six-digit signing code to the actor's phone or e-mail; returns the channel."""
     agreement = _require(found)
-    _ready_to_sign(agreement)
+    _ready_to_sign(agreement, found.case)
     _signer_side(found, actor)
     channel = code_channel(vault, actor)
     if channel is None:
@@ -687,25 +758,14 @@ async def sign(
     drawn: str | None = None,
 ) -> AgreementSignature:
     """Sign the current version: the password again, the code just sent, and the full name
-    typed as the account has it. A wrong password or code counts towards the lock."""
+    typed as the account has it. A wrong password or code counts towards the lock.
+
+    The password and code are checked first (argon2 takes a moment); then the agreement and
+    its case are taken and read afresh, and the state they must be in is checked again."""
     agreement = _require(found)
-    await lock(db, agreement)
     case = found.case
-    _ready_to_sign(agreement)
+    _ready_to_sign(agreement, case)
     side = _signer_side(found, actor)
-    if version_number != agreement.current_version:
-        raise DomainError(
-            _l(
-                "Version {version} has been replaced by version {current}. Read the new "
-                "version before you sign.",
-                version=version_number,
-                current=agreement.current_version,
-            )
-        )
-    row = await current(db, agreement)
-    live = await signatures(db, agreement, live_only=True)
-    if any(s.side == side and s.version_id == row.id for s in live):
-        raise DomainError(_l("Your side has already signed this version."))
     now = utcnow()
     if await _failures(db, agreement, actor.id, now) >= MAX_FAILURES:
         raise DomainError(_l("Signing is locked for 30 minutes after 5 wrong tries."))
@@ -736,7 +796,8 @@ async def sign(
     if not (password_ok and code_ok):
         latest.attempts += 1
         record(db, actor.id, "agreement.sign_failed", "agreement", agreement.id)
-        left = MAX_FAILURES - await _failures(db, agreement, actor.id, now) - 1
+        await db.flush()
+        left = MAX_FAILURES - await _failures(db, agreement, actor.id, now)
         await db.commit()
         if not password_ok:
             raise DomainError(_l("Your password is wrong."), field="password")
@@ -756,6 +817,23 @@ async def sign(
             raise DomainError(
                 _l("The drawn signature could not be read. Draw it again."), field="drawn"
             ) from None
+    await lock(db, agreement, case)
+    _ready_to_sign(agreement, case)
+    if version_number != agreement.current_version:
+        raise DomainError(
+            _l(
+                "Version {version} has been replaced by version {current}. Read the new "
+                "version before you sign.",
+                version=version_number,
+                current=agreement.current_version,
+            )
+        )
+    row = await current(db, agreement)
+    live = await signatures(db, agreement, live_only=True)
+    if any(s.side == side and s.version_id == row.id for s in live):
+        raise DomainError(_l("Your side has already signed this version."))
+    if await db.scalar(select(SigningCode.used_at).where(SigningCode.id == latest.id)):
+        raise DomainError(_l("The code has expired. Ask for a new one."), field="code")
     data = row.pdf
     digest = hashlib.sha256(data).hexdigest()
     latest.used_at = now

@@ -23,6 +23,7 @@ from portal.cases.models import Case
 from portal.cases.service import TZ
 from portal.db import utcnow
 from portal.errors import DomainError, NotFound
+from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
 from portal.web import (
     current_user,
@@ -36,7 +37,7 @@ from portal.web import (
 )
 
 TEMPLATE = "agreements/agreement.html"
-PAYMENT_ROWS = 6  # rows shown in the editor (more by saving and editing again)
+PAYMENT_ROWS = 6  # rows the editor shows at least (two more than the schedule has)
 
 
 def _number(raw: Any) -> int | None:
@@ -645,7 +646,14 @@ async def case_file(request: Request) -> Response:
     async with db_session(request) as db:
         found = await _litigation(request, db, "view")
         try:
-            package = await litigation.bundle(db, state.vault, state.blobs, found, state.log_key)
+            package = await litigation.bundle(
+                db,
+                state.vault,
+                state.blobs,
+                found,
+                state.log_key,
+                lambda material: permits(request, "view", Item(material, found.case)),
+            )
         except DomainError:
             raise NotFound from None
     return _zip_response(package)

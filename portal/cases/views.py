@@ -430,6 +430,7 @@ async def case_detail(request: Request) -> Response:
             "case": case,
             "agreement": agreement.agreement,
             "agreement_statuses": agreements.STATUS_LABELS,
+            "agreement_actions": agreements.TIMELINE,
             "survey_open": permits(request, "rate", SurveyAccess(case)),
             "litigation_visible": case.status in ("in_mediation", "failed", Status.TRANSFERRED)
             and permits(request, "view", LitigationAccess(case, None)),

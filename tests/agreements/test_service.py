@@ -24,10 +24,11 @@ from portal.agreements.models import AgreementSignature, InstalmentState
 from portal.agreements.policy import AgreementAccess, SurveyAccess
 from portal.agreements.reminders import send_fulfilment_reminders
 from portal.agreements.terms import Payment, Terms, check_terms
-from portal.cases.models import Case, CaseEvent
+from portal.cases.models import Case, CaseEvent, CaseMaterial
 from portal.db import utcnow
 from portal.errors import DomainError, NotFound
 from portal.evidence import log
+from portal.evidence.policy import Item
 from portal.evidence.verify.receipt import verify_receipt
 from portal.notify.models import Notification
 from portal.policy import Role
@@ -276,6 +277,8 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
                 case_id=cid,
             )
         assert refused.value.field == "code", attempt
+        if attempt < 4:  # four tries left after the first wrong one, and so on
+            assert refused.value.message.params["count"] == 4 - attempt
     good = await last_code(app, w.rep)
     with pytest.raises(DomainError) as refused:
         await call(
@@ -589,6 +592,20 @@ async def test_judicial_confirmation_package_and_court_referral(app: Any) -> Non
     assert staff is not None
     admin = Person(staff, "", "")
 
+    async with state.db() as db:  # more than 30 days after it took effect: too late
+        found = await agreements.access(db, cid)
+        assert found.agreement is not None and found.agreement.effective_at is not None
+        took_effect = found.agreement.effective_at
+        found.agreement.effective_at = took_effect - timedelta(days=31)
+        await db.commit()
+    with pytest.raises(DomainError) as refused:
+        await call(app, w.claimant, judicial.apply, "北京市西城区人民法院", case_id=cid)
+    assert "30 days" in refused.value.message.msgid
+    async with state.db() as db:
+        found = await agreements.access(db, cid)
+        assert found.agreement is not None
+        found.agreement.effective_at = took_effect
+        await db.commit()
     await call(app, w.claimant, judicial.apply, "北京市西城区人民法院", case_id=cid)
     with pytest.raises(DomainError) as refused:
         await call(app, w.rep, judicial.apply, "上海市黄浦区人民法院", case_id=cid)
@@ -741,7 +758,9 @@ async def test_undisputed_facts_transfer_and_the_case_file(app: Any) -> None:
     async with state.db() as db:
         found = await litigation.access(db, cid)
         with pytest.raises(DomainError):
-            await litigation.bundle(db, state.vault, state.blobs, found, state.log_key)
+            await litigation.bundle(
+                db, state.vault, state.blobs, found, state.log_key, lambda m: True
+            )
         mediator = await db.get(User, w.mediator.id)
         assert mediator is not None
         from portal.cases import service as cases
@@ -752,7 +771,20 @@ async def test_undisputed_facts_transfer_and_the_case_file(app: Any) -> None:
         found = await litigation.access(db, cid)
         assert found.case.status == "transferred_to_litigation"
         assert litigation.confirmed(found.facts, found.case)
-        package = await litigation.bundle(db, state.vault, state.blobs, found, state.log_key)
+        rep = await db.get(User, w.rep.id)
+        claimant = await db.get(User, w.claimant.id)
+        assert rep is not None and claimant is not None
+
+        def viewer(user: User) -> Callable[[Any], bool]:
+            return lambda m: state.policy.permits(identity_of(user), "view", Item(m, found.case))
+
+        package = await litigation.bundle(
+            db, state.vault, state.blobs, found, state.log_key, viewer(rep)
+        )
+        own = await litigation.bundle(
+            db, state.vault, state.blobs, found, state.log_key, viewer(claimant)
+        )
+        kinds = {m.id: m.kind for m in await db.scalars(select(CaseMaterial))}
         told = await db.scalar(
             select(Notification.id).where(
                 Notification.user_id == w.claimant.id,
@@ -770,7 +802,16 @@ async def test_undisputed_facts_transfer_and_the_case_file(app: Any) -> None:
         claims = archive.read("01-claims.txt").decode()
         assert "纠纷类别：信用卡" in claims
         evidence = [n for n in names if n.startswith("04-evidence/") and not n.endswith(".json")]
-        assert evidence
+        # The firm's copy has no identity papers of the claimant; the claimant's own has.
+        firm_kinds = {kinds[int(n.split("/")[1].split("-")[0])] for n in evidence}
+        assert "contract" in firm_kinds and "identity" not in firm_kinds
+        with zipfile.ZipFile(io.BytesIO(own.data)) as mine:
+            own_kinds = {
+                kinds[int(n.split("/")[1].split("-")[0])]
+                for n in mine.namelist()
+                if n.startswith("04-evidence/") and not n.endswith(".json")
+            }
+        assert "identity" in own_kinds
         for name in evidence:
             item = name.split("/", 1)[1].split("-", 1)[0]
             receipt = archive.read(f"04-evidence/{item}.receipt.json")
@@ -830,3 +871,88 @@ async def test_both_parties_signing_at_once_put_it_in_effect_once(app: Any) -> N
             select(CaseEvent).where(CaseEvent.case_id == cid, CaseEvent.kind == "agreement")
         )
         assert [e.data["action"] for e in effective].count("effective") == 1
+
+
+async def test_signing_stops_when_the_case_leaves_mediation_and_other_refusals(
+    app: Any,
+) -> None:
+    state = app.starlette.state
+    w = await build(app)
+    cid = w.case_id
+    settings, vault = state.settings, state.vault
+    async with state.db() as db:
+        mediator = await db.get(User, w.mediator.id)
+        assert mediator is not None
+        await agreements.start(db, vault, await agreements.access(db, cid), mediator)
+        found = await agreements.access(db, cid)
+        # A payment date that has passed by the time signing opens is refused.
+        stale = Terms(
+            refund_fen=100_00,
+            payments=(Payment(100_00, utcnow().date() + timedelta(days=1)),),
+        )
+        await agreements.save_version(db, vault, found, mediator, stale)
+        row = await agreements.current(db, found.agreement)  # type: ignore[arg-type]
+        row.terms = {**row.terms, "payments": [{"amount_fen": 100_00, "due": "2020-01-01"}]}
+        await db.commit()
+        with pytest.raises(DomainError) as refused:
+            await agreements.open_signing(db, await agreements.access(db, cid), mediator)
+        assert "past" in refused.value.message.msgid
+        await agreements.save_version(
+            db, vault, await agreements.access(db, cid), mediator, terms()
+        )
+        await agreements.open_signing(db, await agreements.access(db, cid), mediator)
+    await call(
+        app,
+        w.claimant,
+        lambda db, f, u: agreements.send_code(db, settings, vault, f, u),
+        case_id=cid,
+    )
+    code = await last_code(app, w.claimant)
+    # The mediator records that mediation failed: the agreement can no longer be signed.
+    async with state.db() as db:
+        from portal.cases import service as cases
+
+        mediator = await db.get(User, w.mediator.id)
+        case = await db.get(Case, cid)
+        assert mediator is not None and case is not None
+        await cases.apply_transition(db, case, mediator, "fail", "分歧过大")
+    with pytest.raises(DomainError) as refused:
+        await call(
+            app,
+            w.claimant,
+            lambda db, f, u: agreements.sign(
+                db,
+                settings,
+                f,
+                u,
+                version_number=3,
+                password=w.claimant.password,
+                code=code,
+                typed_name="张三",
+            ),
+            case_id=cid,
+        )
+    assert "no longer in mediation" in refused.value.message.msgid
+    async with state.db() as db:
+        assert not list(await db.scalars(select(AgreementSignature)))
+        # Someone on both sides (a firm's representative who filed against their own firm)
+        # signs and answers for neither.
+        case = await db.get(Case, cid)
+        rep = await db.get(User, w.rep.id)
+        assert case is not None and rep is not None
+        case.filer_id = rep.id
+        assert agreements.side_of(case, rep) is None
+        await db.rollback()
+    # Transferred once: a second click is refused.
+    async with state.db() as db:
+        mediator = await db.get(User, w.mediator.id)
+        assert mediator is not None
+        await litigation.transfer(db, await litigation.access(db, cid), mediator)
+        with pytest.raises(DomainError):
+            await litigation.transfer(db, await litigation.access(db, cid), mediator)
+        transfers = await db.scalars(
+            select(CaseEvent).where(
+                CaseEvent.case_id == cid, CaseEvent.to_status == "transferred_to_litigation"
+            )
+        )
+        assert len(list(transfers)) == 1
