@@ -59,6 +59,9 @@ class Agreement(Base):
     status: Mapped[str] = mapped_column(String(12), default=AgreementStatus.DRAFTING.value)
     current_version: Mapped[int] = mapped_column(Integer, default=0)
     effective_at: Mapped[datetime | None] = mapped_column()
+    # The signed copy (every signature, the receipt's QR code), rendered once when first asked
+    # for and kept: the same bytes for everyone, and no render per download.
+    signed_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

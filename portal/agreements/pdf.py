@@ -9,6 +9,7 @@ or compress differently, so store the bytes that were signed; never re-render to
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import segno
+from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 from fpdf import FPDF
 from fpdf.fonts import TTFFont
 
@@ -123,6 +125,18 @@ def drawn_strokes(path: str) -> list[list[tuple[int, int]]]:
         else:
             strokes[-1].append((x, y))
     return strokes
+
+
+@functools.cache
+def _font_codepoints() -> frozenset[int]:
+    with TTFont(FONT_FILE, lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def unprintable(text: str) -> list[str]:
+    """The characters of ``text`` the agreement's font has no glyph for (newlines aside)."""
+    have = _font_codepoints()
+    return sorted({ch for ch in text if ch != "\n" and ord(ch) not in have})
 
 
 def render_agreement(doc: AgreementDocument) -> bytes:

@@ -45,6 +45,7 @@ from portal.agreements.pdf import (
     Signature,
     drawn_strokes,
     render_agreement,
+    unprintable,
 )
 from portal.agreements.policy import AgreementAccess
 from portal.agreements.terms import (
@@ -354,10 +355,14 @@ async def executed_pdf(
     db: AsyncSession, vault: DataVault, found: AgreementAccess, base_url: str
 ) -> bytes:
     """The agreement in effect, with every signature, its time, and the receipt of the last
-    signature's evidence-log entry with a QR code to check it."""
+    signature's evidence-log entry with a QR code to check it: rendered the first time it is
+    asked for, then kept."""
     agreement = _require(found)
     if agreement.status != AgreementStatus.EFFECTIVE:
         raise DomainError(_l("The agreement is not in effect yet."))
+    kept = await db.scalar(select(Agreement.signed_pdf).where(Agreement.id == agreement.id))
+    if kept is not None:
+        return kept
     row = await current(db, agreement)
     live = [s for s in await signatures(db, agreement, live_only=True) if s.version_id == row.id]
     last = max(live, key=lambda s: s.signed_at)
@@ -366,7 +371,7 @@ async def executed_pdf(
     if leaf is not None:
         receipt_id = leaf.hash.hex()
         verify_url = f"{base_url}/evidence/receipts/{receipt_id}.json"
-    return await render(
+    data = await render(
         document(
             found.case,
             agreement,
@@ -377,6 +382,14 @@ async def executed_pdf(
             verify_url=verify_url,
         )
     )
+    await db.execute(
+        update(Agreement)
+        .where(Agreement.id == agreement.id, Agreement.signed_pdf.is_(None))
+        .values(signed_pdf=data)
+        .execution_options(synchronize_session=False)
+    )
+    await db.commit()
+    return data
 
 
 def readable_diff(old: Sequence[str], new: Sequence[str]) -> list[tuple[str, str]]:
@@ -809,6 +822,15 @@ async def sign(
     if _normal_name(typed_name) != _normal_name(actor.display_name) or not typed_name.strip():
         raise DomainError(
             _l("Type your full name exactly as your account gives it."), field="typed_name"
+        )
+    if missing := unprintable(typed_name):
+        raise DomainError(
+            _l(
+                "Your name has a character the agreement's font cannot print ({characters}). "
+                "Ask the mediator to sign on paper with you.",
+                characters="".join(missing),
+            ),
+            field="typed_name",
         )
     if drawn is not None:
         try:

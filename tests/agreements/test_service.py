@@ -20,7 +20,7 @@ from portal.accounts.models import User
 from portal.accounts.service import identity_of
 from portal.agreements import judicial, litigation, survey
 from portal.agreements import service as agreements
-from portal.agreements.models import AgreementSignature, InstalmentState
+from portal.agreements.models import Agreement, AgreementSignature, InstalmentState
 from portal.agreements.policy import AgreementAccess, SurveyAccess
 from portal.agreements.reminders import send_fulfilment_reminders
 from portal.agreements.terms import Payment, Terms, check_terms
@@ -385,6 +385,9 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
     async with state.db() as db:
         found = await agreements.access(db, cid)
         executed = await agreements.executed_pdf(db, vault, found, "https://jiefen.example")
+        # Kept: the same bytes again, without rendering.
+        assert await db.scalar(select(Agreement.signed_pdf)) == executed
+        assert await agreements.executed_pdf(db, vault, found, "https://other.example") == executed
         actions = [
             e.data.get("action")
             for e in await db.scalars(
@@ -908,6 +911,36 @@ async def test_signing_stops_when_the_case_leaves_mediation_and_other_refusals(
         case_id=cid,
     )
     code = await last_code(app, w.claimant)
+    # A name the agreement's font cannot print is refused, not signed as an empty box.
+    async with state.db() as db:
+        claimant = await db.get(User, w.claimant.id)
+        assert claimant is not None
+        claimant.display_name = "张𠮷"
+        await db.commit()
+    with pytest.raises(DomainError) as refused:
+        await call(
+            app,
+            w.claimant,
+            lambda db, f, u: agreements.sign(
+                db,
+                settings,
+                f,
+                u,
+                version_number=3,
+                password=w.claimant.password,
+                code=code,
+                typed_name="张𠮷",
+            ),
+            case_id=cid,
+        )
+    assert (
+        refused.value.field == "typed_name" and refused.value.message.params["characters"] == "𠮷"
+    )
+    async with state.db() as db:
+        claimant = await db.get(User, w.claimant.id)
+        assert claimant is not None
+        claimant.display_name = "张三"
+        await db.commit()
     # The mediator records that mediation failed: the agreement can no longer be signed.
     async with state.db() as db:
         from portal.cases import service as cases
