@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
+import sys
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -29,7 +32,7 @@ from portal.db import utcnow
 from portal.errors import DomainError, NotFound
 from portal.evidence import log
 from portal.evidence.policy import Item
-from portal.evidence.verify.receipt import verify_receipt
+from portal.evidence.verify.receipt import dump_receipt, verify_receipt
 from portal.notify.models import Notification
 from portal.policy import Role
 from tests.factories import Person, make_case, make_committee, make_firm, make_user, verify_phone
@@ -132,7 +135,7 @@ async def test_terms_are_checked_field_by_field() -> None:
         assert refused.value.field == field, (form, payments)
 
 
-async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
+async def test_drafting_signing_voiding_and_taking_effect(app: Any, tmp_path: Path) -> None:
     state = app.starlette.state
     w = await build(app)
     cid = w.case_id
@@ -379,6 +382,26 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any) -> None:
     report = verify_receipt(receipt, pdf, None)
     assert report.ok, report.to_dict()
     assert not verify_receipt(receipt, pdf + b"%", None).ok
+    # And as a court would: the jiefen-verify command, on the receipt and the PDF as files.
+    (tmp_path / "receipt.json").write_bytes(dump_receipt(receipt))
+    (tmp_path / "agreement.pdf").write_bytes(pdf)
+    (tmp_path / "altered.pdf").write_bytes(pdf.replace(b"%%EOF", b"%%EOF\n", 1))
+    command = shutil.which("jiefen-verify", path=str(Path(sys.executable).parent))
+    assert command is not None
+    for name, status in (("agreement.pdf", 0), ("altered.pdf", 1)):
+        process = await asyncio.create_subprocess_exec(
+            command,
+            str(tmp_path / "receipt.json"),
+            str(tmp_path / name),
+            "--lang",
+            "zh",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == status, out.decode()
+        if status == 0:
+            assert "调解协议" in out.decode()  # it says what the entry records, in Chinese
     # Editing after it took effect is refused.
     with pytest.raises(DomainError):
         await call(app, w.mediator, save, terms(100), case_id=cid)
