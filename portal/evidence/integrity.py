@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from portal.agreements.models import AgreementSignature, AgreementVersion
 from portal.cases.models import Case, CaseEvent, CaseMaterial
 from portal.db import utcnow
 from portal.evidence import tlog
@@ -48,6 +49,7 @@ from portal.evidence.models import (
 )
 from portal.evidence.service import event_body, event_type
 from portal.evidence.verify.leaf import (
+    AGREEMENT_SIGNATURE,
     EVIDENCE_ADDED,
     LEAF_PREFIX,
     MINUTES_CONFIRMED,
@@ -159,6 +161,8 @@ class _Verifier:
         self.checkpoints_checked = 0
         # The confirmed minutes (version row, its confirmations) of the page, by leaf id.
         self.minutes: dict[int, tuple[Any, list[Any]]] = {}
+        # The agreement signatures (with their version's number and PDF) of the page.
+        self.signatures: dict[int, Any] = {}
 
     def _commitment(self, user_id: int | None) -> str | _Erased | None:
         """The person's commitment now, or _ERASED when their secret was deleted."""
@@ -219,6 +223,7 @@ class _Verifier:
             )
             materials, events = await self._sources(rows)
             self.minutes = await self._minutes_sources(rows)
+            self.signatures = await self._signature_sources(rows)
             for seq, leaf_id, case_id, kind, data, digest in rows:
                 if seq != self.tree.size:
                     raise Mismatch(f"leaf {self.tree.size} is missing: the next one is {seq}")
@@ -309,6 +314,23 @@ class _Verifier:
                 by_version[a.version_id].append(a)
         for _, confirmations in found.values():
             confirmations.sort(key=lambda a: MINUTES_SIDES.index(a.side))
+        return found
+
+    async def _signature_sources(self, rows: Sequence[Any]) -> dict[int, Any]:
+        """The agreement signatures a page of leaves records, each with the number, PDF and
+        size of the version it signed."""
+        leaf_ids = [r[1] for r in rows if r[3] == AGREEMENT_SIGNATURE]
+        signed = AgreementSignature.__table__
+        versions = AgreementVersion.__table__
+        found: dict[int, Any] = {}
+        for part in _chunks(leaf_ids):
+            query = (
+                select(signed, versions.c.number, versions.c.pdf, versions.c.pdf_size)
+                .join(versions, versions.c.id == signed.c.version_id)
+                .where(signed.c.leaf_id.in_(part))
+            )
+            for row in await self.db.execute(query):
+                found[row.leaf_id] = row
         return found
 
     def _minutes_body(
@@ -412,6 +434,40 @@ class _Verifier:
                 prev,
                 version.confirmed_at,
                 self._minutes_body(version, confirmations, case_id, stated),
+            )
+        elif kind == AGREEMENT_SIGNATURE:
+            signed = self.signatures.get(leaf_id)
+            if signed is None:
+                raise Mismatch(f"{where}: the agreement signature it records is missing")
+            if hashlib.sha256(bytes(signed.pdf)).hexdigest() != signed.pdf_sha256:
+                raise Mismatch(
+                    f"{where}: the PDF of agreement {signed.agreement_id}, version "
+                    f"{signed.number}, was changed after it was signed"
+                )
+            signer: Any = self._commitment(signed.user_id)
+            if signer is _ERASED:  # the person's secret was erased: the leaf's word stands
+                try:
+                    signer = decode_leaf(data).body.get("signer")
+                except LeafError as exc:
+                    raise Mismatch(f"{where}: not a valid leaf: {exc}") from None
+            self._compare(
+                where,
+                f"agreement signature {signed.id}",
+                data,
+                kind,
+                number,
+                prev,
+                signed.signed_at,
+                {
+                    "sha256": signed.pdf_sha256,
+                    "size": signed.pdf_size,
+                    "case_id": case_id,
+                    "agreement": signed.agreement_id,
+                    "version": signed.number,
+                    "side": signed.side,
+                    "signer": signer,
+                    "method": signed.method,
+                },
             )
         else:
             try:

@@ -17,13 +17,18 @@ from typing import Any, TypeVar
 
 import pytest
 from pypdf import PdfReader
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal.accounts.models import User
 from portal.accounts.service import identity_of
 from portal.agreements import judicial, litigation, survey
 from portal.agreements import service as agreements
-from portal.agreements.models import Agreement, AgreementSignature, InstalmentState
+from portal.agreements.models import (
+    Agreement,
+    AgreementSignature,
+    AgreementVersion,
+    InstalmentState,
+)
 from portal.agreements.policy import AgreementAccess, SurveyAccess
 from portal.agreements.reminders import send_fulfilment_reminders
 from portal.agreements.terms import Payment, Terms, check_terms
@@ -31,6 +36,7 @@ from portal.cases.models import Case, CaseEvent, CaseMaterial
 from portal.db import utcnow
 from portal.errors import DomainError, NotFound
 from portal.evidence import log
+from portal.evidence.integrity import verify_log
 from portal.evidence.policy import Item
 from portal.evidence.verify.receipt import dump_receipt, verify_receipt
 from portal.notify.models import Notification
@@ -402,6 +408,34 @@ async def test_drafting_signing_voiding_and_taking_effect(app: Any, tmp_path: Pa
         assert process.returncode == status, out.decode()
         if status == 0:
             assert "调解协议" in out.decode()  # it says what the entry records, in Chinese
+    # The administrators' full check compares each signature's leaf with its row, and the
+    # stored PDF with the hash signed: a change to either after signing is found.
+    async with state.db() as db:
+        result = await verify_log(db, state.blobs, state.log_key, record=False)
+        assert result.ok, result.problem
+        await db.execute(
+            update(AgreementSignature)
+            .where(AgreementSignature.id == rep_signature.id)
+            .values(side="claimant")
+        )
+        await db.commit()
+        result = await verify_log(db, state.blobs, state.log_key, record=False)
+        assert not result.ok and f"agreement signature {rep_signature.id}" in result.problem
+        await db.execute(
+            update(AgreementSignature)
+            .where(AgreementSignature.id == rep_signature.id)
+            .values(side="respondent")
+        )
+        await db.execute(
+            update(AgreementVersion).where(AgreementVersion.id == v3.id).values(pdf=pdf + b" ")
+        )
+        await db.commit()
+        result = await verify_log(db, state.blobs, state.log_key, record=False)
+        assert not result.ok and "changed after it was signed" in result.problem
+        await db.execute(
+            update(AgreementVersion).where(AgreementVersion.id == v3.id).values(pdf=pdf)
+        )
+        await db.commit()
     # Editing after it took effect is refused.
     with pytest.raises(DomainError):
         await call(app, w.mediator, save, terms(100), case_id=cid)
