@@ -262,7 +262,7 @@ async def _signed_parts(
     ]
     files = [
         ("02-agreement-signed.pdf", await service.executed_pdf(db, vault, found, base_url)),
-        ("03-agreement-as-signed.pdf", current.pdf),
+        ("03-agreement-as-signed.pdf", await service.stored_pdf(db, current)),
     ]
     lines = ["身份核验说明 / Identity checks of the signers", ""]
     for s in live:

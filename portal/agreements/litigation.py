@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
-from portal.accounts.service import identity_of
 from portal.agreements import service
 from portal.agreements.judicial import Package, _zip
 from portal.agreements.models import UndisputedFacts
@@ -161,8 +160,7 @@ async def transfer(db: AsyncSession, found: LitigationAccess, actor: User) -> No
     if cast("CursorResult[Any]", taken).rowcount != 1:
         raise DomainError(_l("Only a case whose mediation failed can be transferred to court."))
     await db.refresh(case)
-    transition = cases._check(case, identity_of(actor), "transfer")
-    await cases._move(db, case, actor, transition)
+    await cases.transfer_to_litigation(db, case, actor)
     number = case.number or str(case.id)
     for user_id in await service._people(db, case):
         await notify(

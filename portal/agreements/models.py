@@ -85,7 +85,8 @@ class AgreementVersion(Base):
     # The PDF to sign (the version without signatures), rendered once when the version is
     # saved and kept: what each signature binds by its hash, whatever later upgrades of the
     # renderer would make of the same row.
-    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+    # Deferred: listing versions reads none of them (version_pdf reads one).
+    pdf: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     pdf_sha256: Mapped[str] = mapped_column(String(64))
     pdf_size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

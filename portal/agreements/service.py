@@ -331,10 +331,17 @@ def document(
     )
 
 
+async def stored_pdf(db: AsyncSession, row: AgreementVersion) -> bytes:
+    """The PDF a version keeps (the column is deferred, so listing versions reads none)."""
+    data = await db.scalar(select(AgreementVersion.pdf).where(AgreementVersion.id == row.id))
+    if data is None:
+        raise NotFound
+    return data
+
+
 async def version_pdf(db: AsyncSession, found: AgreementAccess, number: int) -> bytes:
     """The PDF of a version as the parties sign it (kept as rendered when it was saved)."""
-    row = await version(db, _require(found), number)
-    return row.pdf
+    return await stored_pdf(db, await version(db, _require(found), number))
 
 
 async def render(doc: AgreementDocument) -> bytes:
@@ -856,7 +863,7 @@ async def sign(
         raise DomainError(_l("Your side has already signed this version."))
     if await db.scalar(select(SigningCode.used_at).where(SigningCode.id == latest.id)):
         raise DomainError(_l("The code has expired. Ask for a new one."), field="code")
-    data = row.pdf
+    data = await stored_pdf(db, row)
     digest = hashlib.sha256(data).hexdigest()
     latest.used_at = now
     method = (METHOD_DRAWN if drawn else METHOD_TYPED).format(channel=latest.channel)

@@ -1662,3 +1662,9 @@ async def fulfil_by_agreement(db: AsyncSession, case: Case, actor: User) -> bool
     case.closed_at = utcnow()
     await _move(db, case, actor, TRANSITIONS["close"], agreement=True)
     return True
+
+
+async def transfer_to_litigation(db: AsyncSession, case: Case, actor: User) -> None:
+    """Move a failed case to "transferred to litigation" in the caller's transaction (the
+    caller has taken the case's row and tells the parties their next steps)."""
+    await _move(db, case, actor, _check(case, _identity(actor), "transfer"))
