@@ -55,6 +55,7 @@ from portal.web import create_templates
 from portal.workdays import views as workdays_views
 from realtime.events import Welcome
 from realtime.meetings import MeetingSockets
+from realtime.recorder import RecorderHost
 from realtime.server import close_socket_server, create_socket_server
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -109,9 +110,18 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         sequencer.start()
         sweeper = app.state.meeting_sockets.sweeper
         sweeper.start()
+        recorder = RecorderHost(
+            app.state.meeting_sockets,
+            blobs=app.state.blobs,
+            root=settings.recordings_dir,
+            limit=settings.recording_limit,
+        )
+        app.state.meeting_sockets.recorder = recorder
+        recorder.start()
         try:
             yield
         finally:
+            await recorder.stop()
             await sweeper.stop()
             await sequencer.stop()
             await fulfilment.stop()

@@ -120,6 +120,7 @@ def import_models() -> None:
     from portal.evidence import models as _evidence  # noqa: F401
     from portal.meetings import minutes_models as _minutes  # noqa: F401
     from portal.meetings import models as _meetings  # noqa: F401
+    from portal.meetings import recording_models as _recordings  # noqa: F401
     from portal.notify import models as _notify  # noqa: F401
     from portal.orgs import models as _orgs  # noqa: F401
     from portal.workdays import models as _workdays  # noqa: F401

@@ -98,12 +98,16 @@ class Settings:
     turn_urls: tuple[str, ...] = ()
     turn_secret: str | None = field(default=None, repr=False)
     turn_ttl_seconds: int = 86400
+    # Recordings of sessions made at once by one server process (each decodes its tracks).
+    recording_limit: int = 2
 
     def __post_init__(self) -> None:
         if self.turn_urls and not self.turn_secret:
             raise ValueError("TURN_URLS needs TURN_SECRET (coturn's static-auth-secret)")
         if not 60 <= self.turn_ttl_seconds <= 7 * 86400:
             raise ValueError("TURN_TTL_SECONDS must be between 60 and 604800")
+        if not 0 <= self.recording_limit <= 100:
+            raise ValueError("RECORDING_LIMIT must be between 0 and 100")
 
     @property
     def secure_cookies(self) -> bool:
@@ -133,6 +137,11 @@ class Settings:
             return self.log_origin
         host = urlsplit(self.base_url).netloc or "localhost"
         return f"{host}/evidence-log"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where recordings are written while they are made (sealed, they become blobs)."""
+        return self.storage_dir / "recordings"
 
     @property
     def is_sqlite(self) -> bool:
@@ -182,6 +191,7 @@ class Settings:
             turn_urls=_url_list(env.get("TURN_URLS", ""), ("turn:", "turns:")),
             turn_secret=env.get("TURN_SECRET") or None,
             turn_ttl_seconds=int(env.get("TURN_TTL_SECONDS", "86400")),
+            recording_limit=int(env.get("RECORDING_LIMIT", "2")),
         )
 
     def ensure_dirs(self) -> None:

@@ -46,6 +46,30 @@ class SeatView:
 
 
 @dataclass(frozen=True)
+class RecordingView:
+    """A recording of a room that is being asked for or made, as one participant sees it.
+
+    ``you``: "yes" or "no" (their latest answer), "asked" (they are in the room and have not
+    answered: their client asks them), or "" (they are not in that room). ``waiting``: the
+    names of the people in the room who have not agreed yet. While ``status`` is "recording",
+    the clients of those who agreed connect to the recorder, peer ``RECORDER_PEER``.
+    """
+
+    id: int
+    room: str
+    status: str
+    video: bool
+    you: str
+    agreed: int
+    waiting: tuple[str, ...]
+    started_at: str | None
+
+
+# The recorder's user id in signaling (no real user has id 0).
+RECORDER_PEER = 0
+
+
+@dataclass(frozen=True)
 class MeetingState:
     """Sent to each participant (to all of their sockets) whenever who is where changes.
 
@@ -64,6 +88,8 @@ class MeetingState:
     you: SeatView
     seats: tuple[SeatView, ...]
     mediator: str
+    # Recordings being asked for or made: of this participant's room (the mediator: all).
+    recordings: tuple[RecordingView, ...] = ()
 
     EVENT = "meeting.state"
 
@@ -325,6 +351,30 @@ class MoveRequest:
     room: str
     user_id: int | None = None
     side: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    """The mediator asks everyone in their room to agree to record it (video too, if asked
+    and the session is a video session)."""
+
+    meeting_id: int
+    video: bool = False
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    """A participant's answer to a recording of their room (false later: a withdrawal)."""
+
+    meeting_id: int
+    recording_id: int
+    agree: bool
+
+
+@dataclass(frozen=True)
+class StopRecordingRequest:
+    meeting_id: int
+    recording_id: int
 
 
 @dataclass(frozen=True)

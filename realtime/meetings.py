@@ -23,7 +23,14 @@ event                  payload                             acknowledgement
 ``meeting.lock``       ``{meeting_id, locked}``
 ``meeting.media``      ``{meeting_id, user_id, action}``   (mute_audio, mute_video, ask_unmute)
 ``meeting.end``        ``{meeting_id, outcome}``
+``meeting.record``     ``{meeting_id, video?}``            ``recording_id`` (mediator only)
+``meeting.record_stop`` ``{meeting_id, recording_id}``     (mediator only)
+``meeting.consent``    ``{meeting_id, recording_id,
+                       agree}``
 =====================  ==================================  ====================================
+
+Signaling addressed ``to`` 0 (``RECORDER_PEER``) goes to the recorder of the sender's room,
+if a recording is being made there and the sender agreed to it (``realtime.recorder``).
 
 Server → client: ``meeting.state``, ``meeting.peer_joined``, ``meeting.peer_left``,
 ``meeting.chat``, ``meeting.typing``, ``meeting.signal``, ``meeting.presence``, ``meeting.media``
@@ -47,7 +54,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,12 +67,14 @@ from portal.errors import DomainError, NotFound
 from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
 from portal.live import Op, committed, publish
-from portal.meetings import service
+from portal.meetings import recording, service
 from portal.meetings.service import Refused
 from portal.policy import Identity, NotPermitted, Policy
 from realtime.events import (
+    RECORDER_PEER,
     BadRequest,
     ChatRequest,
+    ConsentRequest,
     EndRequest,
     JoinRequest,
     LockRequest,
@@ -73,14 +82,19 @@ from realtime.events import (
     MoveRequest,
     PingRequest,
     PresenceRequest,
+    RecordRequest,
     Refusal,
     SeatRequest,
     SignalRequest,
+    StopRecordingRequest,
     SyncRequest,
     TypingRequest,
     parse,
 )
 from realtime.server import EventHandler
+
+if TYPE_CHECKING:
+    from realtime.recorder import RecorderHost
 
 log = logging.getLogger("jiefen.realtime.meetings")
 
@@ -151,6 +165,8 @@ class MeetingSockets:
         # and removes the sockets of processes that died (started by the app's lifespan).
         self.process = uuid.uuid4().hex
         self.sweeper = ConnectionSweeper(self)
+        # This process's recorder (set by the app, with the blob store it seals into).
+        self.recorder: RecorderHost | None = None
 
     def bind(self, sio: Any) -> None:
         self.sio = sio
@@ -177,6 +193,9 @@ class MeetingSockets:
             "meeting.move": self.move,
             "meeting.lock": self.lock,
             "meeting.end": self.end,
+            "meeting.record": self.record,
+            "meeting.record_stop": self.record_stop,
+            "meeting.consent": self.consent,
         }
         return {event: self._guarded(event, call) for event, call in calls.items()}
 
@@ -394,10 +413,23 @@ class MeetingSockets:
         self._limited(
             self._signal_limit, (request.meeting_id, user_id), _l("Too many requests. Slow down.")
         )
+        if request.to == RECORDER_PEER:
+            return await self._signal_recorder(request.meeting_id, user_id, request.payload)
         async with self._db() as (db, ops):
             ops += await service.relay_signal(
                 db, request.meeting_id, user_id, request.to, request.payload
             )
+        return {"ok": True}
+
+    async def _signal_recorder(
+        self, meeting_id: int, user_id: int, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        service.check_signal_payload(payload)
+        async with self._db() as (db, _):
+            found = await recording.check_signal(db, meeting_id, user_id)
+        if self.recorder is None or not await self.recorder.signal(found.id, user_id, payload):
+            # Made by another server process: its clients reconnect there (see docs/deploy.md).
+            raise Refused("invalid_target", _l("That person is not in your room."))
         return {"ok": True}
 
     async def presence(self, sid: str, data: Any) -> dict[str, Any]:
@@ -434,7 +466,9 @@ class MeetingSockets:
             resource = await service.access(db, meeting_id)
             if not self._policy.permits(identity_of(user), "manage", resource):
                 raise Refused("forbidden", _l("Only the mediator can do this."))
-            return await action(db, user_id)
+            done = await action(db, user_id)
+        self._wake_recorder()  # who may be recorded may have changed
+        return done
 
     async def admit(self, sid: str, data: Any) -> dict[str, Any]:
         request = parse(SeatRequest, data)
@@ -506,7 +540,53 @@ class MeetingSockets:
             request.meeting_id,
             lambda db, actor: service.end_meeting(db, request.meeting_id, actor, request.outcome),
         )
+        self._wake_recorder()
         return {"ok": True}
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _wake_recorder(self) -> None:
+        if self.recorder is not None:
+            self.recorder.wake()
+
+    async def record(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(RecordRequest, data)
+        if self.recorder is None:
+            raise Refused("busy", recording.busy_message(0))
+        found = await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: recording.ask(
+                db,
+                request.meeting_id,
+                actor,
+                video=request.video,
+                process=self.process,
+                limit=self.recorder.limit if self.recorder else 0,
+            ),
+        )
+        self._wake_recorder()
+        return {"ok": True, "recording_id": found.id, "status": found.status}
+
+    async def record_stop(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(StopRecordingRequest, data)
+        await self._manage(
+            sid,
+            request.meeting_id,
+            lambda db, actor: recording.stop(db, request.meeting_id, actor, request.recording_id),
+        )
+        self._wake_recorder()
+        return {"ok": True}
+
+    async def consent(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse(ConsentRequest, data)
+        user_id = await self._member(sid, request.meeting_id)
+        async with self._db() as (db, _):
+            found = await recording.answer(
+                db, request.meeting_id, user_id, request.recording_id, request.agree
+            )
+        self._wake_recorder()
+        return {"ok": True, "status": found.status}
 
     # -- going away -------------------------------------------------------------------------
 
@@ -517,6 +597,7 @@ class MeetingSockets:
             return  # a page's socket that never joined a session: nothing to do
         async with self._db() as (db, _):
             await service.drop_connection(db, sid)
+        self._wake_recorder()
 
 
 class ChatWriter:

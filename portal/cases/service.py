@@ -94,7 +94,10 @@ MATERIAL_KINDS: dict[str, Msg] = {
     "requested": _l("Requested material"),
     "evidence": _l("Evidence"),
     "other": _l("Other material"),
+    "recording": _l("Session recording"),
 }
+# Kinds made by the portal itself, never chosen on an upload form.
+GENERATED_KINDS = frozenset({"recording"})
 
 PERSONAL_MATERIALS = frozenset({"identity", "power_of_attorney"})
 
@@ -513,6 +516,8 @@ async def add_materials(
     visibility: str = "parties",
 ) -> list[CaseMaterial]:
     """Attach several stored files at once: all are added, or none (one commit)."""
+    if kind in GENERATED_KINDS:
+        raise DomainError(_l("Choose one of the options."), field="kind")
     added = [
         await add_material(
             db,
@@ -547,6 +552,7 @@ async def add_material(
     title: str = "",
     description: str = "",
     visibility: str = "parties",
+    party: str | None = None,
     commit: bool = True,
 ) -> CaseMaterial:
     """Attach a stored file to the case; once the case has a number, its evidence.added leaf
@@ -580,7 +586,7 @@ async def add_material(
         created_at=utcnow(),
         title=title,
         description=description,
-        party=party_of_uploader(case, actor),
+        party=party or party_of_uploader(case, actor),
         visibility=visibility,
     )
     db.add(material)

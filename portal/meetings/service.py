@@ -611,6 +611,9 @@ async def states(db: AsyncSession, meeting: Meeting) -> dict[int, MeetingState]:
             media=p.id in with_media,
         )
     mediator = next((r.participant for r in rows if r.participant.side == Side.MEDIATOR), None)
+    from portal.meetings import recording  # it builds on this module
+
+    recordings = await recording.views(db, meeting, rows, online)
     found: dict[int, MeetingState] = {}
     for row in rows:
         p = row.participant
@@ -639,6 +642,7 @@ async def states(db: AsyncSession, meeting: Meeting) -> dict[int, MeetingState]:
             you=views[p.id],
             seats=visible,
             mediator=whereabouts,
+            recordings=recordings.get(p.id, ()),
         )
     return found
 
@@ -995,6 +999,10 @@ async def end_meeting(db: AsyncSession, meeting_id: int, actor_id: int, outcome:
     if outcome not in set(Outcome):
         raise Refused("invalid", _l("Choose one of the options."))
     meeting = await _managed(db, meeting_id, actor_id)
+    from portal.meetings import recording  # it builds on this module
+    from portal.meetings.recording_models import StopReason
+
+    await recording.stop_all(db, meeting, StopReason.ENDED)
     meeting.status = MeetingStatus.ENDED.value
     meeting.outcome = outcome
     meeting.ended_at = utcnow()
@@ -1472,15 +1480,19 @@ async def typing(db: AsyncSession, meeting_id: int, user_id: int, sid: str) -> l
 SIGNAL_KEYS = frozenset({"description", "candidate"})
 
 
+def check_signal_payload(data: dict[str, Any]) -> None:
+    if not data or not set(data) <= SIGNAL_KEYS:
+        raise Refused("invalid", _l("The request is not valid."))
+    if len(json.dumps(data, separators=(",", ":"))) > MAX_SIGNAL_BYTES:
+        raise Refused("too_large", _l("The request is too large."))
+
+
 async def relay_signal(
     db: AsyncSession, meeting_id: int, user_id: int, to_user_id: int, data: dict[str, Any]
 ) -> list[Op]:
     """A WebRTC signaling message (an SDP description or an ICE candidate) for one peer, who
     must be connected and in the sender's current room; anything else is refused."""
-    if not data or not set(data) <= SIGNAL_KEYS:
-        raise Refused("invalid", _l("The request is not valid."))
-    if len(json.dumps(data, separators=(",", ":"))) > MAX_SIGNAL_BYTES:
-        raise Refused("too_large", _l("The request is too large."))
+    check_signal_payload(data)
     meeting, seat = await _present(db, meeting_id, user_id)
     if meeting.mode == Mode.TEXT:
         raise Refused("no_media", _l("This session is text only."))

@@ -1,0 +1,435 @@
+"""The recorder: a server-side WebRTC peer (aiortc) in a recorded room, and its sealing.
+
+A recording (``portal.meetings.recording``) is made by the server process named in it. While
+its status is ``recording``, the clients of the people in the room who agreed connect to the
+recorder as to any other peer (its user id in signaling is ``RECORDER_PEER``, 0), through the
+same ``meeting.signal`` event: they offer, the recorder answers with receive-only audio (and
+video, if video is recorded). Each incoming track is written to its own file by aiortc's
+``MediaRecorder`` (audio Opus/Ogg, video VP8/WebM) with timestamps from 0, and the wall time
+of its first frame is appended to ``manifest.jsonl`` in the recording's folder, so that the
+folder alone says how to place the tracks, even after a crash.
+
+:class:`RecorderHost` (one per process, a background loop woken by every change) follows the
+database: it starts the recorder of a recording its process must make, drops the connection
+of anyone who may no longer be recorded (withdrew, left the room, went away), and once a
+recording is ``sealing`` it stops it, mixes the room's audio into one file (``mixdown``), stores
+every file encrypted in the blob store and attaches them to the case as evidence (each with its
+leaf in the evidence log). Recordings of a process that died are taken over by a live one and
+sealed as partial from what their folder holds; if nothing can be read, the recording is marked
+lost and the mediator is told: never silently gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRecorder
+from aiortc.sdp import candidate_from_sdp
+
+from portal.background import BackgroundLoop
+from portal.db import utcnow
+from portal.evidence.blobs import BlobStore
+from portal.meetings import mixdown
+from portal.meetings import recording as recordings
+from portal.meetings.recording_models import Recording, RecordingStatus, StopReason
+from realtime.events import RECORDER_PEER, Signal
+
+if TYPE_CHECKING:
+    from realtime.meetings import MeetingSockets
+
+log = logging.getLogger("jiefen.realtime.recorder")
+
+MANIFEST = "manifest.jsonl"
+MIX = "mix.ogg"
+SUFFIX = {"audio": ".ogg", "video": ".webm"}
+CONTENT_TYPE = {"audio": "audio/ogg", "video": "video/webm", "mix": "audio/ogg"}
+
+
+class _Rebased(MediaStreamTrack):
+    """A received track whose frames' timestamps start at 0; tells when the first came."""
+
+    def __init__(self, source: MediaStreamTrack, started: Callable[[float], None]) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._started = started
+        self._first: int | None = None
+
+    async def recv(self) -> Any:
+        frame = await self._source.recv()
+        if frame.pts is not None:
+            if self._first is None:
+                self._first = frame.pts
+                self._started(time.time())
+            frame.pts -= self._first
+        return frame
+
+
+class _TrackFile:
+    """One participant's track written to a file as it arrives."""
+
+    def __init__(self, directory: Path, user_id: int, number: int, track: MediaStreamTrack):
+        self.kind = track.kind
+        self.name = f"{user_id}-{number}-{track.kind}{SUFFIX[track.kind]}"
+        self.user_id = user_id
+        self._directory = directory
+        self._recorder = MediaRecorder(str(directory / self.name))
+        self._recorder.addTrack(_Rebased(track, self._note))
+        self._stopped = False
+        self.task: asyncio.Future[None] | None = None
+
+    def _note(self, started: float) -> None:
+        line = {"file": self.name, "user_id": self.user_id, "kind": self.kind, "start": started}
+        with (self._directory / MANIFEST).open("a", encoding="utf-8") as manifest:
+            manifest.write(json.dumps(line) + "\n")
+
+    async def start(self) -> None:
+        await self._recorder.start()
+
+    async def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            try:
+                await self._recorder.stop()
+            except Exception:
+                log.exception("closing %s failed", self.name)
+
+
+Send = Callable[[int, dict[str, Any]], Awaitable[None]]
+
+
+class RoomRecorder:
+    """The recorder's peer connections in one recorded room, one per recorded participant."""
+
+    def __init__(
+        self,
+        recording_id: int,
+        directory: Path,
+        *,
+        video: bool,
+        send: Send,
+        ice: list[RTCIceServer] | None = None,
+    ) -> None:
+        self.recording_id = recording_id
+        self.directory = directory
+        self.video = video
+        self._send = send
+        self._ice = ice or []
+        self.pcs: dict[int, RTCPeerConnection] = {}
+        self._files: dict[int, list[_TrackFile]] = {}
+        self._count = 0
+        self.failed = False
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def users(self) -> set[int]:
+        return set(self.pcs)
+
+    async def signal(self, user_id: int, payload: dict[str, Any]) -> None:
+        description = payload.get("description")
+        if isinstance(description, dict):
+            if description.get("type") == "offer":
+                await self._answer(user_id, description)
+            return  # the recorder never offers, so it never receives an answer
+        candidate = payload.get("candidate")
+        pc = self.pcs.get(user_id)
+        if pc is None or not isinstance(candidate, dict):
+            return
+        line = str(candidate.get("candidate") or "")
+        if not line:
+            return  # the end of candidates
+        try:
+            found = candidate_from_sdp(
+                line.split(":", 1)[1] if line.startswith("candidate:") else line
+            )
+        except (AssertionError, IndexError, ValueError):
+            return
+        found.sdpMid = candidate.get("sdpMid")
+        found.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        with contextlib.suppress(Exception):
+            await pc.addIceCandidate(found)
+
+    async def _answer(self, user_id: int, description: dict[str, Any]) -> None:
+        await self.drop(user_id)  # a new offer: the client started over
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice))
+        self.pcs[user_id] = pc
+        files = self._files.setdefault(user_id, [])
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and not self.video:
+                return
+            self._count += 1
+            file = _TrackFile(self.directory, user_id, self._count, track)
+            files.append(file)
+            file.task = asyncio.ensure_future(file.start())
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState == "failed" and self.pcs.get(user_id) is pc:
+                log.warning(
+                    "recording %s: connection of user %s failed", self.recording_id, user_id
+                )
+                self.failed = True
+
+        await pc.setRemoteDescription(
+            RTCSessionDescription(sdp=str(description.get("sdp", "")), type="offer")
+        )
+        for transceiver in pc.getTransceivers():
+            wanted = transceiver.kind == "audio" or (transceiver.kind == "video" and self.video)
+            transceiver.direction = "recvonly" if wanted else "inactive"
+        await pc.setLocalDescription(await pc.createAnswer())
+        local = pc.localDescription
+        await self._send(user_id, {"description": {"type": local.type, "sdp": local.sdp}})
+
+    async def drop(self, user_id: int) -> None:
+        """Stop recording one participant (they left, or may no longer be recorded)."""
+        pc = self.pcs.pop(user_id, None)
+        for file in self._files.get(user_id, []):
+            await file.stop()
+        if pc is not None:
+            await pc.close()
+
+    async def stop(self) -> None:
+        for user_id in list(self.pcs):
+            await self.drop(user_id)
+        for files in self._files.values():
+            for file in files:
+                await file.stop()
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    kind: str
+    user_id: int | None
+    start: float
+    duration: float
+
+
+def _read_manifest(directory: Path) -> list[dict[str, Any]]:
+    path = directory / MANIFEST
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                entries.append(entry)
+    return entries
+
+
+def prepare(directory: Path, blobs: BlobStore) -> tuple[list[recordings.Sealed], str]:
+    """Read what the recording's folder holds (after a crash too), make the room's mix,
+    store every readable file in the blob store. Returns the files and, if anything could
+    not be read, what (for the mediator). Runs in a worker thread."""
+    found: list[_Found] = []
+    problems: list[str] = []
+    for entry in _read_manifest(directory):
+        path = directory / Path(entry["file"]).name
+        duration = mixdown.probe_duration(path) if path.exists() else None
+        if duration is None:
+            problems.append(f"{path.name}: unreadable")
+            continue
+        kind = "video" if entry.get("kind") == "video" else "audio"
+        user = entry.get("user_id")
+        found.append(
+            _Found(
+                path, kind, user if isinstance(user, int) else None, float(entry["start"]), duration
+            )
+        )
+    if not found:
+        if not directory.exists():
+            problems.append("the recording's folder is not on this server")
+        return [], "; ".join(problems) or "nothing was recorded"
+    origin = min(f.start for f in found)
+    audio = [f for f in found if f.kind == "audio"]
+    files: list[tuple[_Found, str]] = [(f, f.kind) for f in found]
+    if audio:
+        mix_path = directory / MIX
+        try:
+            length = mixdown.mix([mixdown.Track(f.path, f.start - origin) for f in audio], mix_path)
+            files.insert(0, (_Found(mix_path, "mix", None, origin, length), "mix"))
+        except Exception as exc:
+            problems.append(f"mix: {exc}")
+    sealed = []
+    for f, kind in files:
+        with f.path.open("rb") as source:
+            blob = blobs.put_stream(source)
+        sealed.append(
+            recordings.Sealed(
+                kind=kind,
+                user_id=f.user_id,
+                sha256=blob.sha256,
+                size=blob.size,
+                content_type=CONTENT_TYPE[kind],
+                filename=f"recording-{directory.name}-{f.path.name}",
+                offset_ms=round((f.start - origin) * 1000),
+                duration_ms=round(f.duration * 1000),
+            )
+        )
+    return sealed, "; ".join(problems)
+
+
+class RecorderHost(BackgroundLoop):
+    """This process's recorders, following the recordings in the database (see the module)."""
+
+    name = "jiefen-recorder"
+    log = log
+
+    def __init__(
+        self,
+        sockets: MeetingSockets,
+        *,
+        blobs: BlobStore,
+        root: Path,
+        limit: int,
+        interval: float = 1.0,
+        stale: float = 45.0,
+    ) -> None:
+        super().__init__(interval)
+        self.sockets = sockets
+        self.blobs = blobs
+        self.root = root
+        self.limit = limit
+        self.stale = timedelta(seconds=stale)
+        self.rooms: dict[int, RoomRecorder] = {}
+        self._sealing: dict[int, asyncio.Task[None]] = {}
+        self._rounds = 0
+
+    @property
+    def process(self) -> str:
+        return self.sockets.process
+
+    async def run_once(self) -> bool:
+        self._rounds += 1
+        if self._rounds % 10 == 1:
+            async with self.sockets._db() as (db, _):
+                taken = await recordings.orphans(db, self.process, utcnow(), self.stale)
+            for recording_id in taken:
+                log.warning("recording %s: its server stopped; sealing what was made", recording_id)
+        async with self.sockets._db() as (db, _):
+            mine = await recordings.mine(db, self.process)
+        for found in mine:
+            if found.status == RecordingStatus.ASKING:
+                async with self.sockets._db() as (db, _):
+                    await recordings.evaluate(db, found.id)
+            elif found.status == RecordingStatus.RECORDING:
+                await self._follow(found)
+            elif found.status == RecordingStatus.SEALING and found.id not in self._sealing:
+                task = asyncio.ensure_future(self._seal(found.id))
+                self._sealing[found.id] = task
+        # Recorders whose recording was stopped elsewhere, or is gone.
+        current = {r.id for r in mine if r.status == RecordingStatus.RECORDING}
+        for recording_id in set(self.rooms) - current - set(self._sealing):
+            room = self.rooms.pop(recording_id)
+            await room.stop()
+        return False
+
+    def _room(self, found: Recording) -> RoomRecorder:
+        room = self.rooms.get(found.id)
+        if room is None:
+            meeting_id = found.meeting_id
+
+            async def send(user_id: int, data: dict[str, Any]) -> None:
+                await self._send(meeting_id, user_id, data)
+
+            room = RoomRecorder(found.id, self.root / str(found.id), video=found.video, send=send)
+            self.rooms[found.id] = room
+        return room
+
+    async def _follow(self, found: Recording) -> None:
+        room = self._room(found)
+        async with self.sockets._db() as (db, _):
+            allowed = await recordings.recorded_peers(db, found)
+        for user_id in room.users - allowed:
+            await room.drop(user_id)
+        if room.failed:
+            async with self.sockets._db() as (db, _):
+                await recordings.failed(db, found.id, StopReason.FAILED)
+            self.wake()
+
+    async def _send(self, meeting_id: int, user_id: int, data: dict[str, Any]) -> None:
+        """The recorder's signaling to one participant, through their sockets."""
+        from portal.meetings import service
+
+        async with self.sockets._db() as (db, _):
+            seat = await service._seat(db, meeting_id, user_id)
+        if seat is not None:
+            await self.sockets.sio.emit(
+                Signal.EVENT,
+                Signal(meeting_id, RECORDER_PEER, data).payload(),
+                room=service.seat_channel(meeting_id, seat.id),
+            )
+
+    async def signal(self, recording_id: int, user_id: int, payload: dict[str, Any]) -> bool:
+        """A participant's signaling for the recorder (checked by the caller); False if the
+        recorder is not on this process."""
+        room = self.rooms.get(recording_id)
+        if room is None:
+            async with self.sockets._db() as (db, _):
+                found = await db.get(Recording, recording_id)
+            if (
+                found is None
+                or found.process != self.process
+                or found.status != RecordingStatus.RECORDING
+            ):
+                return False
+            room = self._room(found)
+        await room.signal(user_id, payload)
+        return True
+
+    async def _seal(self, recording_id: int) -> None:
+        try:
+            room = self.rooms.pop(recording_id, None)
+            if room is not None:
+                await room.stop()
+            directory = self.root / str(recording_id)
+            files, problem = await asyncio.to_thread(prepare, directory, self.blobs)
+            if problem:
+                log.warning("recording %s: %s", recording_id, problem)
+            async with self.sockets._db() as (db, _):
+                await recordings.seal(db, recording_id, files, problem)
+            if files:
+                await asyncio.to_thread(shutil.rmtree, directory, True)
+        except Exception:
+            log.exception("recording %s: sealing failed; trying again", recording_id)
+            await asyncio.sleep(5)
+        finally:
+            self._sealing.pop(recording_id, None)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the loop, and seal what this process was recording (as interrupted: the
+        session goes on without a recorder until the mediator asks again)."""
+        await super().stop(grace)
+        for recording_id in list(self.rooms):
+            with contextlib.suppress(Exception):
+                async with self.sockets._db() as (db, _):
+                    await recordings.failed(db, recording_id, StopReason.INTERRUPTED)
+                self._sealing.setdefault(
+                    recording_id, asyncio.ensure_future(self._seal(recording_id))
+                )
+        for task in list(self._sealing.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), grace)
+        for room in list(self.rooms.values()):
+            await room.stop()
+        self.rooms.clear()
