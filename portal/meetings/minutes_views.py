@@ -20,8 +20,10 @@ from starlette.routing import Route
 
 from portal.accounts.models import User
 from portal.errors import DomainError, NotFound
+from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
 from portal.meetings import minutes as service
+from portal.meetings import recording
 from portal.meetings import service as meetings
 from portal.meetings.minutes_models import MinutesState
 from portal.meetings.policy import MeetingAccess
@@ -39,6 +41,10 @@ from portal.web import (
 
 TEMPLATE = "meetings/minutes.html"
 LABELS: dict[str, Any] = {
+    "recording_statuses": recording.STATUS_LABELS,
+    "recording_reasons": recording.REASONS,
+    "recording_kinds": recording.FILE_KINDS,
+    "rooms": meetings.ROOMS,
     "states": service.STATE_LABELS,
     "answer_labels": service.ANSWER_LABELS,
     "sides": meetings.SIDES,
@@ -113,12 +119,30 @@ def _context(request: Request, minutes: service.Minutes, **extra: Any) -> dict[s
     }
 
 
+async def _recordings(
+    request: Request, db: AsyncSession, minutes: service.Minutes
+) -> list[recording.Listed]:
+    """The session's recordings with the files this reader may see; the mediator and the
+    committee also see recordings that were refused, cancelled or lost."""
+    staff = permits(request, "write_minutes", await _load(request, db, "view"))
+    shown = []
+    for listed in await recording.listing(db, minutes.meeting.id):
+        files = [
+            f for f in listed.files if permits(request, "view", Item(f.material, minutes.case))
+        ]
+        if files or staff:
+            shown.append(recording.Listed(listed.recording, files, listed.consents))
+    return shown
+
+
 async def minutes_page(request: Request) -> Response:
     """The minutes page; for htmx, the panel (or, with ``?part=responses``, the answers)."""
     block = "minutes_responses" if request.query_params.get("part") == "responses" else None
     async with db_session(request) as db:
         minutes = await _read(request, db)
-    return render(request, TEMPLATE, _context(request, minutes), block=block or "minutes_panel")
+        recordings = await _recordings(request, db, minutes) if block is None else []
+    context = _context(request, minutes, recordings=recordings)
+    return render(request, TEMPLATE, context, block=block or "minutes_panel")
 
 
 async def _refused(request: Request, db: AsyncSession, message: Msg, **extra: Any) -> Response:

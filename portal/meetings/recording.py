@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from portal.accounts.models import User
 from portal.audit.service import record
 from portal.cases import service as cases
-from portal.cases.models import Case
+from portal.cases.models import Case, CaseMaterial
 from portal.db import utcnow
 from portal.errors import DomainError
 from portal.i18n import Msg, _l
@@ -49,7 +49,7 @@ from realtime.events import RecordingView
 
 STATUS_LABELS: dict[str, Msg] = {
     RecordingStatus.ASKING: _l("Asking for consent"),
-    RecordingStatus.RECORDING: _l("Recording"),
+    RecordingStatus.RECORDING: _l("Being recorded"),
     RecordingStatus.SEALING: _l("Being sealed"),
     RecordingStatus.SEALED: _l("Sealed in the evidence log"),
     RecordingStatus.LOST: _l("Lost"),
@@ -583,9 +583,7 @@ async def seal(db: AsyncSession, recording_id: int, files: Sequence[Sealed], pro
 @dataclass(frozen=True)
 class ListedFile:
     file: RecordingFile
-    title: str
-    size: int
-    content_type: str
+    material: CaseMaterial
 
 
 @dataclass(frozen=True)
@@ -597,8 +595,6 @@ class Listed:
 
 async def listing(db: AsyncSession, meeting_id: int) -> list[Listed]:
     """The session's recordings, newest first, with their files and every answer given."""
-    from portal.cases.models import CaseMaterial
-
     recordings = list(
         await db.scalars(
             select(Recording)
@@ -614,7 +610,7 @@ async def listing(db: AsyncSession, meeting_id: int) -> list[Listed]:
             .where(RecordingFile.recording_id == r.id)
             .order_by(RecordingFile.id)
         )
-        files = [ListedFile(f, m.title or m.filename, m.size, m.content_type) for f, m in rows]
+        files = [ListedFile(f, m) for f, m in rows]
         consents = [
             (name, agreed, at)
             for name, agreed, at in await db.execute(

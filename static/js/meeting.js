@@ -30,6 +30,11 @@ function start(root) {
     notes: $("meeting-notes"), lock: $("meeting-lock"), end: $("meeting-end"),
     outcome: $("meeting-outcome"), prejoin: $("meeting-prejoin"), check: $("meeting-check"),
     joinButton: $("meeting-join"), material: $("meeting-material"),
+    recording: $("meeting-recording"), recordingText: $("meeting-recording-text"),
+    recordingDetail: $("meeting-recording-detail"), consent: $("meeting-consent"),
+    consentYes: $("meeting-consent-yes"), consentNo: $("meeting-consent-no"),
+    withdraw: $("meeting-consent-withdraw"), record: $("meeting-record"),
+    recordStop: $("meeting-record-stop"), recordVideo: $("meeting-record-video"),
   };
   const mode = root.dataset.mode;
 
@@ -168,6 +173,7 @@ function start(root) {
     say(ui.mediator, manage ? "" : t["mediator_" + s.mediator] || "");
     showMembers(s);
     if (manage) { showRoster(s); }
+    showRecording(s);
     if (media) { media.reconcile(s, before); }
     const entered = !before || before.you.state !== "admitted" || before.you.room !== you.room;
     if (entered) { sync().then(flush); }
@@ -187,6 +193,67 @@ function start(root) {
       li.textContent = describe(p);
       ui.members.append(li);
     }
+    // The recorder is a participant everyone in the room sees.
+    const r = roomRecording(s);
+    if (r && r.status === "recording") {
+      const li = document.createElement("li");
+      li.className = "meeting-recorder";
+      li.dataset.testid = "recorder-member";
+      li.textContent = "● " + t.recorder;
+      ui.members.append(li);
+    }
+  }
+
+  // -- recording: consent, the indicator, the mediator's controls ------------------------
+
+  function roomRecording(s) {
+    return (s.recordings || []).find((r) => r.room === s.you.room) || null;
+  }
+
+  function showRecording(s) {
+    if (!ui.recording) { return; }
+    const r = roomRecording(s);
+    const elsewhere = manage ? (s.recordings || []).filter((x) => x.room !== s.you.room) : [];
+    ui.recording.hidden = !r && !elsewhere.length;
+    ui.recording.dataset.status = r ? r.status : "";
+    let text = "";
+    let detail = "";
+    if (r) {
+      if (r.status === "asking") {
+        text = r.you === "asked" ? t.rec_asked_you : t.rec_asking;
+      } else {
+        text = r.you === "asked" || r.you === "no" ? t.rec_not_you + " " + t.rec_asked_you : t.rec_recording;
+      }
+      if (r.waiting.length) { detail = t.rec_waiting.replace("{names}", r.waiting.join("、")); }
+    } else {
+      text = elsewhere.map((x) => (x.status === "recording" ? t.rec_other_room : t.rec_asking_other).replace("{room}", t.rooms[x.room] || x.room)).join(" ");
+    }
+    say(ui.recordingText, text);
+    say(ui.recordingDetail, detail);
+    ui.consent.hidden = !(r && r.you === "asked");
+    ui.withdraw.hidden = !(r && r.you === "yes" && !manage);
+    if (manage && ui.record) {
+      ui.record.hidden = Boolean(r);
+      ui.recordStop.hidden = !r;
+      ui.recordStop.dataset.recordingId = r ? String(r.id) : "";
+    }
+  }
+
+  async function answerRecording(agree) {
+    const r = state && roomRecording(state);
+    if (!r) { return; }
+    say(ui.error, "");
+    const ack = await request("meeting.consent", { recording_id: r.id, agree: agree });
+    if (!ack.ok) { say(ui.error, ack.message); }
+  }
+  if (ui.consentYes) {
+    ui.consentYes.addEventListener("click", () => answerRecording(true));
+    ui.consentNo.addEventListener("click", () => answerRecording(false));
+    ui.withdraw.addEventListener("click", () => { if (window.confirm(t.confirm_withdraw)) { answerRecording(false); } });
+  }
+  if (manage && ui.record) {
+    ui.record.addEventListener("click", () => control("meeting.record", { video: Boolean(ui.recordVideo && ui.recordVideo.checked) }));
+    ui.recordStop.addEventListener("click", () => control("meeting.record_stop", { recording_id: Number(ui.recordStop.dataset.recordingId) }));
   }
 
   function describe(p) {
@@ -556,7 +623,12 @@ function start(root) {
       updateToggles();
     }
 
+    // The server's recorder: a peer like the others (it only receives), while this room is
+    // recorded and this participant agreed.
+    const RECORDER = 0;
+
     function nameOf(id) {
+      if (id === RECORDER) { return t.recorder; }
       const seat = state && state.seats.find((p) => p.user_id === id);
       return seat ? seat.name : "";
     }
@@ -592,6 +664,7 @@ function start(root) {
       if (peer) { return peer; }
       const pc = new RTCPeerConnection({ iceServers: m.iceServers });
       peer = { pc, polite: me > id, makingOffer: false, ignoreOffer: false, early: [], tile: tile(id, nameOf(id), false) };
+      if (id === RECORDER) { peer.tile.figure.classList.add("recorder"); }
       m.peers.set(id, peer);
       const stream = m.stream;
       const kinds = video ? ["audio", "video"] : ["audio"];
@@ -702,6 +775,8 @@ function start(root) {
       // A mesh of at most six: the server says who in the room has voice and video.
       if (el.full) { el.full.hidden = s.you.media; }
       const here = new Set(s.you.media ? s.seats.filter((p) => p.state === "admitted" && p.room === room && p.connected && p.media && p.user_id !== me).map((p) => p.user_id) : []);
+      const recorded = (s.recordings || []).find((r) => r.room === room && r.status === "recording" && r.you === "yes");
+      if (recorded && s.you.media) { here.add(RECORDER); }
       for (const id of [...m.peers.keys()]) { if (!here.has(id)) { m.close(id); } }
       for (const id of here) {
         const peer = open(id);
