@@ -41,6 +41,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRecorder
+from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import candidate_from_sdp
 
 from portal.background import BackgroundLoop
@@ -189,13 +190,16 @@ class RoomRecorder:
                 )
                 self.failed = True
 
-        await pc.setRemoteDescription(
-            RTCSessionDescription(sdp=str(description.get("sdp", "")), type="offer")
-        )
-        for transceiver in pc.getTransceivers():
-            wanted = transceiver.kind == "audio" or (transceiver.kind == "video" and self.video)
-            transceiver.direction = "recvonly" if wanted else "inactive"
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=str(description.get("sdp", "")), type="offer")
+            )
+            for transceiver in pc.getTransceivers():
+                wanted = transceiver.kind == "audio" or (transceiver.kind == "video" and self.video)
+                transceiver.direction = "recvonly" if wanted else "inactive"
+            await pc.setLocalDescription(await pc.createAnswer())
+        except InvalidStateError:
+            return  # dropped meanwhile (the recording stopped, or they left)
         local = pc.localDescription
         await self._send(user_id, {"description": {"type": local.type, "sdp": local.sdp}})
 
@@ -337,11 +341,17 @@ class RecorderHost(BackgroundLoop):
             elif found.status == RecordingStatus.SEALING and found.id not in self._sealing:
                 task = asyncio.ensure_future(self._seal(found.id))
                 self._sealing[found.id] = task
-        # Recorders whose recording was stopped elsewhere, or is gone.
+        # Recorders whose recording was stopped elsewhere, or is gone (read afresh: a
+        # recorder may have been made for a recording that started after ``mine`` was read).
         current = {r.id for r in mine if r.status == RecordingStatus.RECORDING}
         for recording_id in set(self.rooms) - current - set(self._sealing):
-            room = self.rooms.pop(recording_id)
-            await room.stop()
+            async with self.sockets._db() as (db, _):
+                now = await db.get(Recording, recording_id, populate_existing=True)
+            if now is not None and now.status == RecordingStatus.RECORDING:
+                continue
+            room = self.rooms.pop(recording_id, None)
+            if room is not None:
+                await room.stop()
         return False
 
     def _room(self, found: Recording) -> RoomRecorder:
@@ -358,10 +368,14 @@ class RecorderHost(BackgroundLoop):
 
     async def _follow(self, found: Recording) -> None:
         room = self._room(found)
+        # Only connections that were there before the read: one that came meanwhile was
+        # checked when its offer came.
+        before = dict(room.pcs)
         async with self.sockets._db() as (db, _):
             allowed = await recordings.recorded_peers(db, found)
-        for user_id in room.users - allowed:
-            await room.drop(user_id)
+        for user_id, pc in before.items():
+            if user_id not in allowed and room.pcs.get(user_id) is pc:
+                await room.drop(user_id)
         if room.failed:
             async with self.sockets._db() as (db, _):
                 await recordings.failed(db, found.id, StopReason.FAILED)
