@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             blobs=app.state.blobs,
             root=settings.recordings_dir,
             limit=settings.recording_limit,
+            redis_url=settings.redis_url,
         )
         app.state.meeting_sockets.recorder = recorder
         recorder.start()

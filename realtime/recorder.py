@@ -43,6 +43,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaRecorder
 from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import candidate_from_sdp
+from redis.asyncio import Redis
 
 from portal.background import BackgroundLoop
 from portal.db import utcnow
@@ -306,6 +307,7 @@ class RecorderHost(BackgroundLoop):
         blobs: BlobStore,
         root: Path,
         limit: int,
+        redis_url: str | None = None,
         interval: float = 1.0,
         stale: float = 45.0,
     ) -> None:
@@ -318,12 +320,46 @@ class RecorderHost(BackgroundLoop):
         self.rooms: dict[int, RoomRecorder] = {}
         self._sealing: dict[int, asyncio.Task[None]] = {}
         self._rounds = 0
+        # With several processes, signaling for a recorder on another process goes to it
+        # through Redis, on the channel named after that process.
+        self._redis_url = redis_url
+        self._redis: Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    def _channel(self, process: str) -> str:
+        return f"jiefen:recorder:{process}"
+
+    async def _listen(self) -> None:
+        """Deliver the signaling that other processes forward to this one's recorders."""
+        assert self._redis is not None
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(self._channel(self.process))
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                try:
+                    data = json.loads(message["data"])
+                    await self._deliver(
+                        int(data["recording_id"]), int(data["user_id"]), dict(data["payload"])
+                    )
+                except Exception:
+                    log.exception("forwarded recorder signaling could not be delivered")
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _ensure_listening(self) -> None:
+        if self._redis_url and self._redis is None:
+            self._redis = Redis.from_url(self._redis_url)
+            self._listener = asyncio.ensure_future(self._listen())
 
     @property
     def process(self) -> str:
         return self.sockets.process
 
     async def run_once(self) -> bool:
+        await self._ensure_listening()
         self._rounds += 1
         if self._rounds % 10 == 1:
             async with self.sockets._db() as (db, _):
@@ -395,8 +431,25 @@ class RecorderHost(BackgroundLoop):
             )
 
     async def signal(self, recording_id: int, user_id: int, payload: dict[str, Any]) -> bool:
-        """A participant's signaling for the recorder (checked by the caller); False if the
-        recorder is not on this process."""
+        """A participant's signaling for the recorder (checked by the caller): handed to it
+        here, or forwarded to the process that records. False if that cannot be done."""
+        if recording_id in self.rooms:
+            return await self._deliver(recording_id, user_id, payload)
+        async with self.sockets._db() as (db, _):
+            found = await db.get(Recording, recording_id)
+        if found is None or found.status != RecordingStatus.RECORDING:
+            return False
+        if found.process == self.process:
+            return await self._deliver(recording_id, user_id, payload)
+        if not self._redis_url:
+            return False
+        await self._ensure_listening()
+        assert self._redis is not None
+        message = {"recording_id": recording_id, "user_id": user_id, "payload": payload}
+        listeners = await self._redis.publish(self._channel(found.process), json.dumps(message))
+        return bool(listeners)
+
+    async def _deliver(self, recording_id: int, user_id: int, payload: dict[str, Any]) -> bool:
         room = self.rooms.get(recording_id)
         if room is None:
             async with self.sockets._db() as (db, _):
@@ -434,6 +487,12 @@ class RecorderHost(BackgroundLoop):
         """Stop the loop, and seal what this process was recording (as interrupted: the
         session goes on without a recorder until the mediator asks again)."""
         await super().stop(grace)
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
         for recording_id in list(self.rooms):
             with contextlib.suppress(Exception):
                 async with self.sockets._db() as (db, _):

@@ -12,6 +12,7 @@ import io
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import av
@@ -30,9 +31,10 @@ from portal.meetings.recording_models import (
     StopReason,
 )
 from realtime.recorder import RecorderHost
+from tests.conftest import REDIS_URL, redis_available, require_service, truncate_all
 from tests.factories import _state as state_of
 from tests.meetings.conftest import Cast, Crowd, Peer, build_cast
-from tests.realtime.test_socket_auth import Live
+from tests.realtime.test_socket_auth import Live, serve
 
 RATE = 48000
 
@@ -280,3 +282,75 @@ async def test_consented_recording_of_three_tones_is_sealed_and_verifiable(
         assert result.ok, result.problem
     # The working folder is gone once sealed.
     assert not (host_of(live).root / str(rid)).exists()
+
+
+async def test_a_participant_on_another_server_process_is_recorded_through_redis(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The mediator (and so the recorder) on one server, the claimant on another: the
+    claimant's signaling reaches the recorder through Redis, and both voices are sealed."""
+    if not redis_available():
+        require_service("Redis", "nothing listens at 127.0.0.1:6379")
+    async with (
+        serve(db_url, tmp_path / "a", redis_url=REDIS_URL) as first,
+        serve(db_url, tmp_path / "b", redis_url=REDIS_URL) as second,
+    ):
+        cast = await build_cast(first.app, mode="voice")
+        mid = cast.meeting_id
+        one, two = Crowd(first), Crowd(second)
+        clients: list[Recorded] = []
+        try:
+            m = await one.peer("mediator", cast.mediator)
+            c = await two.peer("claimant", cast.claimant)
+            for origin, target, user_id in (
+                (first, c, cast.claimant.id),
+                (second, m, cast.mediator.id),
+            ):
+                sio = state_of(origin.app).sio
+                for _ in range(100):
+                    await sio.emit("probe", {}, room=f"user:{user_id}")
+                    await asyncio.sleep(0.05)
+                    if target.received("probe"):
+                        break
+                else:
+                    raise AssertionError("Redis never carried a message between the servers")
+            assert (await m.act("meeting.join", mid))["ok"]
+            assert (await c.act("meeting.join", mid))["ok"]
+            assert (await m.act("meeting.admit", mid, user_id=cast.claimant.id))["ok"]
+            await c.until_state(state="admitted")
+            asked = await m.act("meeting.record", mid)
+            rid = asked["recording_id"]
+            await c.until(lambda p: (recording_view(p) or {}).get("you") == "asked")
+            agreed = await c.act("meeting.consent", mid, recording_id=rid, agree=True)
+            assert agreed["status"] == "recording"
+            clients = [Recorded(m, mid, 440.0), Recorded(c, mid, 1000.0)]
+            for peer in (m, c):
+                await peer.until(lambda p: (recording_view(p) or {}).get("status") == "recording")
+            for client in clients:
+                await client.connect()
+            for client in clients:
+                await until(lambda c=client: asyncio.sleep(0, c.connected_at), seconds=15)
+            await asyncio.sleep(2)
+            assert (await m.act("meeting.record_stop", mid, recording_id=rid))["ok"]
+        finally:
+            for client in clients:
+                await client.close()
+            await one.close()
+            await two.close()
+        done = await sealed(first, rid)
+        assert done.status == RecordingStatus.SEALED, done.problem
+        state = state_of(first.app)
+        async with state.db() as db:
+            rows = list(
+                await db.execute(
+                    select(RecordingFile, CaseMaterial)
+                    .join(CaseMaterial, CaseMaterial.id == RecordingFile.material_id)
+                    .where(RecordingFile.recording_id == rid, RecordingFile.kind == "audio")
+                )
+            )
+        tones = {
+            f.user_id: loudest(pcm(state.blobs.read_all(m.sha256)), [440.0, 1000.0])
+            for f, m in rows
+        }
+        assert tones == {cast.mediator.id: 440.0, cast.claimant.id: 1000.0}
+    await truncate_all(db_url)
