@@ -34,6 +34,7 @@ from realtime.recorder import RecorderHost
 from tests.conftest import REDIS_URL, redis_available, require_service, truncate_all
 from tests.factories import _state as state_of
 from tests.meetings.conftest import Cast, Crowd, Peer, build_cast
+from tests.meetings.test_media import SmallVideo
 from tests.realtime.test_socket_auth import Live, serve
 
 RATE = 48000
@@ -77,8 +78,8 @@ class Recorded:
     """One person's client as far as recording goes: answers when asked, and once the room
     is recorded and they agreed, connects to the recorder (peer 0) sending their tone."""
 
-    def __init__(self, peer: Peer, meeting_id: int, freq: float) -> None:
-        self.peer, self.meeting_id, self.freq = peer, meeting_id, freq
+    def __init__(self, peer: Peer, meeting_id: int, freq: float, video: bool = False) -> None:
+        self.peer, self.meeting_id, self.freq, self.video = peer, meeting_id, freq, video
         self.pc: RTCPeerConnection | None = None
         self.connected_at: float | None = None
         assert peer.client is not None
@@ -94,6 +95,8 @@ class Recorded:
         pc = RTCPeerConnection()
         self.pc = pc
         pc.addTrack(Tone(self.freq))
+        if self.video:
+            pc.addTrack(SmallVideo())
 
         @pc.on("connectionstatechange")
         def changed() -> None:
@@ -354,3 +357,60 @@ async def test_a_participant_on_another_server_process_is_recorded_through_redis
         }
         assert tones == {cast.mediator.id: 440.0, cast.claimant.id: 1000.0}
     await truncate_all(db_url)
+
+
+async def test_video_is_recorded_when_chosen(live: Live, people: Crowd) -> None:
+    """A video session recorded with video: each participant's picture is a VP8/WebM file
+    that decodes, as long as the recording, beside their audio."""
+    cast = await build_cast(live.app, mode="video")
+    mid = cast.meeting_id
+    m = await people.peer("mediator", cast.mediator)
+    c = await people.peer("claimant", cast.claimant)
+    assert (await m.act("meeting.join", mid))["ok"]
+    assert (await c.act("meeting.join", mid))["ok"]
+    assert (await m.act("meeting.admit", mid, user_id=cast.claimant.id))["ok"]
+    await c.until_state(state="admitted")
+    asked = await m.act("meeting.record", mid, video=True)
+    rid = asked["recording_id"]
+    await c.until(lambda p: (recording_view(p) or {}).get("video") is True)
+    agreed = await c.act("meeting.consent", mid, recording_id=rid, agree=True)
+    assert agreed["status"] == "recording"
+    clients = [Recorded(m, mid, 440.0, video=True), Recorded(c, mid, 1000.0, video=True)]
+    try:
+        for peer in (m, c):
+            await peer.until(lambda p: (recording_view(p) or {}).get("status") == "recording")
+        for client in clients:
+            await client.connect()
+        for client in clients:
+            await until(lambda c=client: asyncio.sleep(0, c.connected_at), seconds=15)
+        started = max(client.connected_at or 0 for client in clients)
+        await asyncio.sleep(3)
+        assert (await m.act("meeting.record_stop", mid, recording_id=rid))["ok"]
+        real = time.monotonic() - started
+    finally:
+        for client in clients:
+            await client.close()
+    done = await sealed(live, rid)
+    assert done.status == RecordingStatus.SEALED and done.video, done.problem
+    state = state_of(live.app)
+    async with state.db() as db:
+        rows = list(
+            await db.execute(
+                select(RecordingFile, CaseMaterial)
+                .join(CaseMaterial, CaseMaterial.id == RecordingFile.material_id)
+                .where(RecordingFile.recording_id == rid)
+            )
+        )
+    videos = [(f, m) for f, m in rows if f.kind == "video"]
+    assert sorted(f.user_id or 0 for f, _ in videos) == sorted([cast.mediator.id, cast.claimant.id])
+    assert {f.kind for f, _ in rows} == {"mix", "audio", "video"}
+    for f, material in videos:
+        assert material.content_type == "video/webm"
+        with av.open(io.BytesIO(state.blobs.read_all(material.sha256))) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "vp8"
+            frames = list(container.decode(stream))
+        assert frames and (frames[0].width, frames[0].height) == (160, 120)
+        # 15 frames a second were sent: about that many per second are in the file.
+        assert 0.6 * 15 * real <= len(frames) <= 1.2 * 15 * real, (len(frames), real)
+        assert abs(f.duration_ms / 1000 - real) <= 0.15 * real, (f.duration_ms, real)
