@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jiefen.realtime.recorder")
 
 MANIFEST = "manifest.jsonl"
+_TRACK_NAME = re.compile(r"(?P<user>\d{1,12})-\d{1,9}-(?P<kind>audio|video)\.(?:ogg|webm)")
 MIX = "mix.ogg"
 SUFFIX = {"audio": ".ogg", "video": ".webm"}
 CONTENT_TYPE = {"audio": "audio/ogg", "video": "video/webm", "mix": "audio/ogg"}
@@ -234,10 +236,16 @@ def _read_manifest(directory: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # A line cut off by a crash, or otherwise damaged, is left out (and its file reported).
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             entry = json.loads(line)
-            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            if (
+                isinstance(entry, dict)
+                and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("start"), (int, float))
+                and not isinstance(entry.get("start"), bool)
+            ):
                 entries.append(entry)
     return entries
 
@@ -261,6 +269,24 @@ def prepare(directory: Path, blobs: BlobStore) -> tuple[list[recordings.Sealed],
                 path, kind, user if isinstance(user, int) else None, float(entry["start"]), duration
             )
         )
+    # Track files the manifest does not name (its line was lost in a crash): kept, placed at
+    # the start of the recording, and said so.
+    named = {f.path.name for f in found} | {p.split(": ")[0] for p in problems}
+    orphaned = [
+        path
+        for path in (sorted(directory.iterdir()) if directory.exists() else [])
+        if _TRACK_NAME.fullmatch(path.name) and path.name not in named
+    ]
+    origin = min((f.start for f in found), default=0.0)
+    for path in orphaned:
+        duration = mixdown.probe_duration(path)
+        if duration is None:
+            problems.append(f"{path.name}: unreadable")
+            continue
+        match = _TRACK_NAME.fullmatch(path.name)
+        assert match is not None
+        found.append(_Found(path, match["kind"], int(match["user"]), origin, duration))
+        problems.append(f"{path.name}: its start time was lost; placed at the start")
     if not found:
         if not directory.exists():
             problems.append("the recording's folder is not on this server")

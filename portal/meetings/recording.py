@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
@@ -209,6 +209,17 @@ async def running_on(db: AsyncSession, process: str) -> int:
     )
 
 
+async def _lock_process(db: AsyncSession, process: str) -> None:
+    """Count one process's recordings one request at a time (two sessions asking at once
+    would both count below the limit). SQLite's writes are one at a time already."""
+    connection = await db.connection()
+    if connection.dialect.name == "postgresql":
+        await db.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"jiefen-recorder:{process}"},
+        )
+
+
 def busy_message(limit: int) -> Msg:
     return _l(
         "This server is already recording {count} sessions, as many as it can. "
@@ -239,6 +250,7 @@ async def ask(
     recordings = await _recordings(db, meeting.id)
     if _open_recording(recordings, seat.room) is not None:
         raise Refused("recording", _l("This room is already being recorded, or asked about."))
+    await _lock_process(db, process)
     if await running_on(db, process) >= limit:
         raise Refused("busy", busy_message(limit))
     now = utcnow()
@@ -426,6 +438,7 @@ async def orphans(db: AsyncSession, process: str, now: datetime, stale: timedelt
     stopped while recording): each becomes this process's to seal, as partial. Returns their
     ids."""
     alive = select(RealtimeProcess.id).where(RealtimeProcess.seen_at >= now - stale)
+    still = Recording.status == RecordingStatus.RECORDING
     taken = list(
         await db.scalars(
             update(Recording)
@@ -437,8 +450,9 @@ async def orphans(db: AsyncSession, process: str, now: datetime, stale: timedelt
             .values(
                 process=process,
                 status=RecordingStatus.SEALING.value,
-                partial=True,
-                reason=StopReason.INTERRUPTED.value,
+                # One that was being sealed keeps why it stopped (SET reads the old row).
+                partial=case((still, True), else_=Recording.partial),
+                reason=case((still, StopReason.INTERRUPTED.value), else_=Recording.reason),
                 stopped_at=func.coalesce(Recording.stopped_at, now),
             )
             .returning(Recording.id)
