@@ -25,7 +25,7 @@ from portal.agreements.reminders import FulfilmentLoop
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
-from portal.db import create_engine, create_sessionmaker, session_scope
+from portal.db import create_engine, create_sessionmaker, session_scope, utcnow
 from portal.evidence import policy as evidence_policy
 from portal.evidence import service as evidence
 from portal.evidence import views as evidence_views
@@ -35,6 +35,7 @@ from portal.meetings import calendar as meetings_calendar
 from portal.meetings import minutes_views
 from portal.meetings import policy as meetings_policy
 from portal.meetings import views as meetings_views
+from portal.meetings.ice import recorder_ice_servers
 from portal.meetings.reminders import ReminderLoop
 from portal.middleware import (
     CsrfMiddleware,
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             root=settings.recordings_dir,
             limit=settings.recording_limit,
             redis_url=settings.redis_url,
+            ice=lambda: recorder_ice_servers(settings, utcnow()),
         )
         app.state.meeting_sockets.recorder = recorder
         recorder.start()

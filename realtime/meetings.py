@@ -546,8 +546,9 @@ class MeetingSockets:
     # -- recording --------------------------------------------------------------------------
 
     def _wake_recorder(self) -> None:
+        """Recorders (on this process and the others) act on the change at once."""
         if self.recorder is not None:
-            self.recorder.wake()
+            self.recorder.nudge()
 
     async def record(self, sid: str, data: Any) -> dict[str, Any]:
         request = parse(RecordRequest, data)
@@ -581,6 +582,9 @@ class MeetingSockets:
     async def consent(self, sid: str, data: Any) -> dict[str, Any]:
         request = parse(ConsentRequest, data)
         user_id = await self._member(sid, request.meeting_id)
+        self._limited(
+            self._typing_limit, (request.meeting_id, user_id), _l("Too many requests. Slow down.")
+        )
         async with self._db() as (db, _):
             found = await recording.answer(
                 db, request.meeting_id, user_id, request.recording_id, request.agree

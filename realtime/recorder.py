@@ -139,7 +139,9 @@ class RoomRecorder:
         self.pcs: dict[int, RTCPeerConnection] = {}
         self._files: dict[int, list[_TrackFile]] = {}
         self._count = 0
+        # Every connection failed (none is left connected): the recording stops.
         self.failed = False
+        self.closed = False
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -147,6 +149,8 @@ class RoomRecorder:
         return set(self.pcs)
 
     async def signal(self, user_id: int, payload: dict[str, Any]) -> None:
+        if self.closed:
+            return
         description = payload.get("description")
         if isinstance(description, dict):
             if description.get("type") == "offer":
@@ -175,11 +179,14 @@ class RoomRecorder:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice))
         self.pcs[user_id] = pc
         files = self._files.setdefault(user_id, [])
+        kinds: set[str] = set()
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video" and not self.video:
+            # One microphone and one camera per person: more tracks in an offer are ignored.
+            if (track.kind == "video" and not self.video) or track.kind in kinds:
                 return
+            kinds.add(track.kind)
             self._count += 1
             file = _TrackFile(self.directory, user_id, self._count, track)
             files.append(file)
@@ -188,10 +195,14 @@ class RoomRecorder:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState == "failed" and self.pcs.get(user_id) is pc:
+                # Their track so far is kept; their client starts a new connection. If no
+                # connection is left working, the recorder has failed: the recording stops.
                 log.warning(
                     "recording %s: connection of user %s failed", self.recording_id, user_id
                 )
-                self.failed = True
+                await self.drop(user_id)
+                if not any(p.connectionState == "connected" for p in self.pcs.values()):
+                    self.failed = True
 
         try:
             await pc.setRemoteDescription(
@@ -203,6 +214,11 @@ class RoomRecorder:
             await pc.setLocalDescription(await pc.createAnswer())
         except InvalidStateError:
             return  # dropped meanwhile (the recording stopped, or they left)
+        except Exception:
+            log.warning("recording %s: unusable offer from user %s", self.recording_id, user_id)
+            if self.pcs.get(user_id) is pc:
+                await self.drop(user_id)
+            return
         local = pc.localDescription
         await self._send(user_id, {"description": {"type": local.type, "sdp": local.sdp}})
 
@@ -215,6 +231,7 @@ class RoomRecorder:
             await pc.close()
 
     async def stop(self) -> None:
+        self.closed = True
         for user_id in list(self.pcs):
             await self.drop(user_id)
         for files in self._files.values():
@@ -229,6 +246,23 @@ class _Found:
     user_id: int | None
     start: float
     duration: float
+
+
+# A recording's file may be far larger than an upload (hours of video).
+MAX_FILE = 64 * 1024**3
+# Received for longer than this past the stop: cut (the recorder stops within a second or so).
+_SLACK = 0.05
+
+
+def _trimmed(found: _Found, until: float) -> _Found:
+    """The track without what it holds past ``until``."""
+    keep = until - found.start
+    if found.duration <= keep + _SLACK:
+        return found
+    out = found.path.with_name("cut-" + found.path.name)
+    mixdown.cut(found.path, keep, out)
+    duration = mixdown.probe_duration(out)
+    return _Found(out, found.kind, found.user_id, found.start, duration or 0.0)
 
 
 def _read_manifest(directory: Path) -> list[dict[str, Any]]:
@@ -250,10 +284,14 @@ def _read_manifest(directory: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def prepare(directory: Path, blobs: BlobStore) -> tuple[list[recordings.Sealed], str]:
-    """Read what the recording's folder holds (after a crash too), make the room's mix,
-    store every readable file in the blob store. Returns the files and, if anything could
-    not be read, what (for the mediator). Runs in a worker thread."""
+def prepare(
+    directory: Path, blobs: BlobStore, until: float | None = None
+) -> tuple[list[recordings.Sealed], str]:
+    """Read what the recording's folder holds (after a crash too), cut every track at
+    ``until`` (the Unix time the recording stopped: what came after a withdrawal is not
+    kept), make the room's mix, store every readable file in the blob store. Returns the
+    files and, if anything could not be read, what (for the mediator). Runs in a worker
+    thread."""
     found: list[_Found] = []
     problems: list[str] = []
     for entry in _read_manifest(directory):
@@ -291,6 +329,10 @@ def prepare(directory: Path, blobs: BlobStore) -> tuple[list[recordings.Sealed],
         if not directory.exists():
             problems.append("the recording's folder is not on this server")
         return [], "; ".join(problems) or "nothing was recorded"
+    if until is not None:
+        found = [_trimmed(f, until) for f in found if f.start < until]
+        if not found:
+            return [], "; ".join([*problems, "nothing was recorded before it stopped"])
     origin = min(f.start for f in found)
     audio = [f for f in found if f.kind == "audio"]
     files: list[tuple[_Found, str]] = [(f, f.kind) for f in found]
@@ -304,7 +346,7 @@ def prepare(directory: Path, blobs: BlobStore) -> tuple[list[recordings.Sealed],
     sealed = []
     for f, kind in files:
         with f.path.open("rb") as source:
-            blob = blobs.put_stream(source)
+            blob = blobs.put_stream(source, max_size=MAX_FILE)
         sealed.append(
             recordings.Sealed(
                 kind=kind,
@@ -318,6 +360,13 @@ def prepare(directory: Path, blobs: BlobStore) -> tuple[list[recordings.Sealed],
             )
         )
     return sealed, "; ".join(problems)
+
+
+IceServers = Callable[[], list[RTCIceServer]]
+BROADCAST = "jiefen:recorder:all"
+# Sealing that fails this many times in a row is given up: the recording is reported lost
+# (its folder is kept for an administrator).
+SEAL_ATTEMPTS = 3
 
 
 class RecorderHost(BackgroundLoop):
@@ -334,6 +383,7 @@ class RecorderHost(BackgroundLoop):
         root: Path,
         limit: int,
         redis_url: str | None = None,
+        ice: IceServers | None = None,
         interval: float = 1.0,
         stale: float = 45.0,
     ) -> None:
@@ -343,14 +393,20 @@ class RecorderHost(BackgroundLoop):
         self.root = root
         self.limit = limit
         self.stale = timedelta(seconds=stale)
+        self._ice = ice or list
         self.rooms: dict[int, RoomRecorder] = {}
         self._sealing: dict[int, asyncio.Task[None]] = {}
+        # Recordings this process stopped: a late offer never makes a recorder for one again.
+        self._finished: set[int] = set()
+        self._attempts: dict[int, int] = {}
         self._rounds = 0
         # With several processes, signaling for a recorder on another process goes to it
-        # through Redis, on the channel named after that process.
+        # through Redis, on the channel named after that process; a change that concerns
+        # recordings wakes every process's loop through the broadcast channel.
         self._redis_url = redis_url
         self._redis: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._nudges: set[asyncio.Task[None]] = set()
 
     def _channel(self, process: str) -> str:
         return f"jiefen:recorder:{process}"
@@ -359,26 +415,50 @@ class RecorderHost(BackgroundLoop):
         """Deliver the signaling that other processes forward to this one's recorders."""
         assert self._redis is not None
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(self._channel(self.process))
         try:
+            await pubsub.subscribe(self._channel(self.process), BROADCAST)
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
                 try:
                     data = json.loads(message["data"])
+                    if data.get("wake"):
+                        self.wake()
+                        continue
                     await self._deliver(
                         int(data["recording_id"]), int(data["user_id"]), dict(data["payload"])
                     )
                 except Exception:
                     log.exception("forwarded recorder signaling could not be delivered")
+        except Exception:
+            log.exception("the recorder's Redis subscription failed; subscribing again")
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+            # The next round subscribes again (unless the host is stopping).
+            if self._redis is not None:
+                with contextlib.suppress(Exception):
+                    await self._redis.aclose()
+                self._redis = None
 
     async def _ensure_listening(self) -> None:
         if self._redis_url and self._redis is None:
             self._redis = Redis.from_url(self._redis_url)
             self._listener = asyncio.ensure_future(self._listen())
+
+    def nudge(self) -> None:
+        """Something about recordings changed: this process's loop runs now, and (through
+        Redis) every other process's, so the one that records acts within moments."""
+        self.wake()
+        if self._redis is not None:
+            task = asyncio.ensure_future(self._publish_wake())
+            self._nudges.add(task)
+            task.add_done_callback(self._nudges.discard)
+
+    async def _publish_wake(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._redis is not None:
+                await self._redis.publish(BROADCAST, json.dumps({"wake": 1}))
 
     @property
     def process(self) -> str:
@@ -401,6 +481,7 @@ class RecorderHost(BackgroundLoop):
             elif found.status == RecordingStatus.RECORDING:
                 await self._follow(found)
             elif found.status == RecordingStatus.SEALING and found.id not in self._sealing:
+                self._finished.add(found.id)
                 task = asyncio.ensure_future(self._seal(found.id))
                 self._sealing[found.id] = task
         # Recorders whose recording was stopped elsewhere, or is gone (read afresh: a
@@ -411,12 +492,16 @@ class RecorderHost(BackgroundLoop):
                 now = await db.get(Recording, recording_id, populate_existing=True)
             if now is not None and now.status == RecordingStatus.RECORDING:
                 continue
+            self._finished.add(recording_id)
             room = self.rooms.pop(recording_id, None)
             if room is not None:
                 await room.stop()
         return False
 
-    def _room(self, found: Recording) -> RoomRecorder:
+    def _room(self, found: Recording) -> RoomRecorder | None:
+        """The recorder of a recording this process makes (None once it was stopped)."""
+        if found.id in self._finished:
+            return None
         room = self.rooms.get(found.id)
         if room is None:
             meeting_id = found.meeting_id
@@ -424,12 +509,20 @@ class RecorderHost(BackgroundLoop):
             async def send(user_id: int, data: dict[str, Any]) -> None:
                 await self._send(meeting_id, user_id, data)
 
-            room = RoomRecorder(found.id, self.root / str(found.id), video=found.video, send=send)
+            room = RoomRecorder(
+                found.id,
+                self.root / str(found.id),
+                video=found.video,
+                send=send,
+                ice=self._ice(),
+            )
             self.rooms[found.id] = room
         return room
 
     async def _follow(self, found: Recording) -> None:
         room = self._room(found)
+        if room is None:
+            return
         # Only connections that were there before the read: one that came meanwhile was
         # checked when its offer came.
         before = dict(room.pcs)
@@ -487,6 +580,8 @@ class RecorderHost(BackgroundLoop):
             ):
                 return False
             room = self._room(found)
+            if room is None:
+                return False
         await room.signal(user_id, payload)
         return True
 
@@ -495,34 +590,55 @@ class RecorderHost(BackgroundLoop):
             room = self.rooms.pop(recording_id, None)
             if room is not None:
                 await room.stop()
+            async with self.sockets._db() as (db, _):
+                found = await db.get(Recording, recording_id)
+                stopped = found.stopped_at if found is not None else None
             directory = self.root / str(recording_id)
-            files, problem = await asyncio.to_thread(prepare, directory, self.blobs)
+            until = stopped.timestamp() if stopped is not None else None
+            files, problem = await asyncio.to_thread(prepare, directory, self.blobs, until)
             if problem:
                 log.warning("recording %s: %s", recording_id, problem)
             async with self.sockets._db() as (db, _):
-                await recordings.seal(db, recording_id, files, problem)
-            if files:
+                added = await recordings.seal(db, recording_id, files, problem, self.process)
+            # The folder goes once its files are evidence; unreadable ones are kept with it.
+            if added and "unreadable" not in problem:
                 await asyncio.to_thread(shutil.rmtree, directory, True)
-        except Exception:
-            log.exception("recording %s: sealing failed; trying again", recording_id)
-            await asyncio.sleep(5)
+            self._attempts.pop(recording_id, None)
+        except Exception as exc:
+            tries = self._attempts[recording_id] = self._attempts.get(recording_id, 0) + 1
+            log.exception("recording %s: sealing failed (attempt %d)", recording_id, tries)
+            if tries >= SEAL_ATTEMPTS:
+                with contextlib.suppress(Exception):
+                    async with self.sockets._db() as (db, _):
+                        await recordings.seal(
+                            db, recording_id, [], f"sealing failed: {exc}", self.process
+                        )
+            else:
+                await asyncio.sleep(5 * tries)
         finally:
             self._sealing.pop(recording_id, None)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the loop, and seal what this process was recording (as interrupted: the
-        session goes on without a recorder until the mediator asks again)."""
+        session goes on without a recorder until the mediator asks again); its requests for
+        consent are cancelled."""
         await super().stop(grace)
+        redis, self._redis = self._redis, None
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
-        if self._redis is not None:
-            await self._redis.aclose()
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+        with contextlib.suppress(Exception):
+            async with self.sockets._db() as (db, _):
+                await recordings.cancel_asking(db, self.process)
         for recording_id in list(self.rooms):
             with contextlib.suppress(Exception):
                 async with self.sockets._db() as (db, _):
                     await recordings.failed(db, recording_id, StopReason.INTERRUPTED)
+                self._finished.add(recording_id)
                 self._sealing.setdefault(
                     recording_id, asyncio.ensure_future(self._seal(recording_id))
                 )

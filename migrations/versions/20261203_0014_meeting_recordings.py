@@ -1,4 +1,4 @@
-"""meeting recordings
+"""meetings: recordings of a session's rooms, the consent each participant gave or withdrew, and the sealed files (evidence items of the case)
 
 Revision ID: f4a5b6c7d8e9
 Revises: e3f4a5b6c7d8
@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import portal.db
-
 
 revision: str = "f4a5b6c7d8e9"
 down_revision: str | None = "e3f4a5b6c7d8"

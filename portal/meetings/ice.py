@@ -51,3 +51,19 @@ def ice_servers(settings: Settings, user_id: int, now: datetime) -> dict[str, An
             }
         )
     return {"iceServers": servers, "expires": expires}
+
+
+def recorder_ice_servers(settings: Settings, now: datetime) -> list[Any]:
+    """The server-side recorder's ICE servers (aiortc's ``RTCIceServer``): the same STUN and
+    TURN servers as browsers, with TURN credentials of its own (user 0), so that a recorder
+    behind NAT is reachable through the relay like any participant."""
+    from aiortc import RTCIceServer
+
+    return [
+        RTCIceServer(
+            urls=server["urls"],
+            username=server.get("username"),
+            credential=server.get("credential"),
+        )
+        for server in ice_servers(settings, 0, now)["iceServers"]
+    ]

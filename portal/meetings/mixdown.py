@@ -147,3 +147,25 @@ def mix(tracks: Sequence[Track], out: Path) -> float:
         for packet in stream.encode(None):
             output.mux(packet)
     return samples / RATE
+
+
+def cut(path: Path, seconds: float, out: Path) -> None:
+    """Copy the first ``seconds`` of a one-stream media file to ``out`` (packets copied, not
+    re-encoded): what was received after a recording stopped is not kept."""
+    formats = {".ogg": "ogg", ".webm": "webm"}
+    with av.open(str(path)) as source, av.open(str(out), "w", format=formats[path.suffix]) as dest:
+        stream = (source.streams.audio or source.streams.video)[0]
+        copy = dest.add_stream_from_template(stream)
+        first: int | None = None
+        try:
+            for packet in source.demux(stream):
+                if packet.dts is None:
+                    continue
+                if packet.pts is not None and stream.time_base is not None:
+                    first = packet.pts if first is None else first
+                    if (packet.pts - first) * stream.time_base >= seconds:
+                        break
+                packet.stream = copy
+                dest.mux(packet)
+        except av.FFmpegError:
+            pass  # the rest of a damaged file

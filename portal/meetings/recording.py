@@ -183,7 +183,8 @@ async def recorded_peers(db: AsyncSession, recording: Recording) -> set[int]:
 
 
 def _open_recording(recordings: Sequence[Recording], room: str) -> Recording | None:
-    return next((r for r in recordings if r.room == room and r.status in ACTIVE), None)
+    """The room's recording being asked for or made (one being sealed does not count)."""
+    return next((r for r in recordings if r.room == room and r.status in SHOWN), None)
 
 
 async def _recordings(db: AsyncSession, meeting_id: int) -> list[Recording]:
@@ -221,6 +222,8 @@ async def _lock_process(db: AsyncSession, process: str) -> None:
 
 
 def busy_message(limit: int) -> Msg:
+    if limit <= 0:
+        return _l("Sessions cannot be recorded on this server.")
     return _l(
         "This server is already recording {count} sessions, as many as it can. "
         "Try again when one of them has finished.",
@@ -283,14 +286,16 @@ async def ask(
     return recording
 
 
-async def _start_if_agreed(db: AsyncSession, recording: Recording) -> bool:
-    """Start asking → recording once everyone present has agreed."""
-    if recording.status != RecordingStatus.ASKING:
-        return False
+async def _all_agreed(db: AsyncSession, recording: Recording) -> bool:
     participants = await _participants(db, recording.meeting_id)
     present = _present(participants, await _online(db, recording.meeting_id), recording.room)
     answers = await _answers(db, [recording.id])
-    if not present or not all(answers.get((recording.id, p.user_id)) for p in present):
+    return bool(present) and all(answers.get((recording.id, p.user_id)) for p in present)
+
+
+async def _start_if_agreed(db: AsyncSession, recording: Recording) -> bool:
+    """Start asking → recording once everyone present has agreed."""
+    if recording.status != RecordingStatus.ASKING or not await _all_agreed(db, recording):
         return False
     recording.status = RecordingStatus.RECORDING.value
     recording.started_at = utcnow()
@@ -337,6 +342,9 @@ async def answer(
     if seat is None or seat.state != SeatState.ADMITTED or seat.room != recording.room:
         raise Refused("invalid", _l("This recording is not of the room you are in."))
     before = (await _answers(db, [recording.id])).get((recording.id, user_id))
+    if before is agree:
+        await db.rollback()
+        return recording  # the same answer again: nothing changes
     db.add(RecordingConsent(recording_id=recording.id, user_id=user_id, agreed=agree))
     await db.flush()
     record(
@@ -370,7 +378,17 @@ async def stop(db: AsyncSession, meeting_id: int, actor_id: int, recording_id: i
 async def stop_all(db: AsyncSession, meeting: Meeting, reason: StopReason) -> None:
     """Stop every recording of the session (its transaction: the caller commits)."""
     for recording in await _recordings(db, meeting.id):
-        _stop(recording, reason)
+        if recording.status in SHOWN:
+            _stop(recording, reason)
+            record(
+                db,
+                None,
+                "meeting.record_stop",
+                "meeting",
+                meeting.id,
+                recording=recording.id,
+                reason=reason.value,
+            )
 
 
 async def check_signal(db: AsyncSession, meeting_id: int, user_id: int) -> Recording:
@@ -401,6 +419,9 @@ async def evaluate(db: AsyncSession, recording_id: int) -> Recording | None:
     recording = await db.get(Recording, recording_id, populate_existing=True)
     if recording is None or recording.status != RecordingStatus.ASKING:
         return recording
+    if not await _all_agreed(db, recording):
+        await db.rollback()
+        return recording  # nothing to do: no lock taken, nothing written
     meeting = await service._lock(db, recording.meeting_id)
     await db.refresh(recording)
     if await _start_if_agreed(db, recording):
@@ -428,9 +449,29 @@ async def failed(db: AsyncSession, recording_id: int, reason: StopReason) -> Non
         return
     meeting = await service._lock(db, recording.meeting_id)
     await db.refresh(recording)
+    if recording.status not in SHOWN:
+        await db.commit()
+        return
     _stop(recording, reason)
-    await service._publish_states(db, meeting)
+    record(
+        db,
+        None,
+        "meeting.record_stop",
+        "meeting",
+        meeting.id,
+        recording=recording.id,
+        reason=reason.value,
+    )
+    if meeting.status == MeetingStatus.OPEN:
+        await service._publish_states(db, meeting)
     await db.commit()
+
+
+async def cancel_asking(db: AsyncSession, process: str) -> None:
+    """The server process is stopping: its requests for consent are withdrawn."""
+    for recording in await mine(db, process):
+        if recording.status == RecordingStatus.ASKING:
+            await failed(db, recording.id, StopReason.INTERRUPTED)
 
 
 async def orphans(db: AsyncSession, process: str, now: datetime, stale: timedelta) -> list[int]:
@@ -459,15 +500,30 @@ async def orphans(db: AsyncSession, process: str, now: datetime, stale: timedelt
         )
     )
     # Asking is all that was going on: nothing was recorded.
-    await db.execute(
-        update(Recording)
-        .where(
-            Recording.status == RecordingStatus.ASKING,
-            Recording.process != process,
-            Recording.process.not_in(alive),
+    cancelled = list(
+        await db.scalars(
+            update(Recording)
+            .where(
+                Recording.status == RecordingStatus.ASKING,
+                Recording.process != process,
+                Recording.process.not_in(alive),
+            )
+            .values(status=RecordingStatus.CANCELLED.value, stopped_at=now)
+            .returning(Recording.id)
         )
-        .values(status=RecordingStatus.CANCELLED.value, stopped_at=now)
     )
+    changed = [*taken, *cancelled]
+    if changed:
+        meetings = set(
+            await db.scalars(select(Recording.meeting_id).where(Recording.id.in_(changed)))
+        )
+        for recording_id in changed:
+            record(db, None, "meeting.record_takeover", "recording", recording_id, process=process)
+        # Everyone in those sessions stops seeing a recording that nobody makes any more.
+        for meeting_id in sorted(meetings):
+            meeting = await service._lock(db, meeting_id)
+            if meeting.status == MeetingStatus.OPEN:
+                await service._publish_states(db, meeting)
     await db.commit()
     return taken
 
@@ -514,14 +570,21 @@ def _note(recording: Recording) -> str:
     return "部分录音：" + _PARTIAL_ZH.get(recording.reason or "", "录音中止")
 
 
-async def seal(db: AsyncSession, recording_id: int, files: Sequence[Sealed], problem: str) -> None:
+async def seal(
+    db: AsyncSession, recording_id: int, files: Sequence[Sealed], problem: str, process: str
+) -> int:
     """Attach the recording's files to the case as evidence (each with its evidence-log leaf,
     in this transaction) and mark it sealed; with no file at all it is marked lost, and the
-    problem is kept so that the mediator is told."""
+    problem is kept so that the mediator is told. Only the process that seals it does so
+    (read again under the session's lock). Returns how many files were added."""
     recording = await db.get(Recording, recording_id, populate_existing=True)
-    if recording is None or recording.status != RecordingStatus.SEALING:
-        return
+    if recording is None:
+        return 0
     meeting = await service._lock(db, recording.meeting_id)
+    await db.refresh(recording)
+    if recording.status != RecordingStatus.SEALING or recording.process != process:
+        await db.rollback()
+        return 0
     case = await db.get(Case, meeting.case_id)
     requester = await db.get(User, recording.requested_by_id)
     assert case is not None and requester is not None
@@ -539,6 +602,7 @@ async def seal(db: AsyncSession, recording_id: int, files: Sequence[Sealed], pro
         ).all()
     )
     note = _note(recording)
+    added = 0
     for file in files:
         try:
             material = await cases.add_material(
@@ -563,6 +627,7 @@ async def seal(db: AsyncSession, recording_id: int, files: Sequence[Sealed], pro
             )
         except DomainError:
             continue  # the very same bytes are in the case already (a silent track)
+        added += 1
         db.add(
             RecordingFile(
                 recording_id=recording.id,
@@ -573,22 +638,23 @@ async def seal(db: AsyncSession, recording_id: int, files: Sequence[Sealed], pro
                 duration_ms=file.duration_ms,
             )
         )
-    recording.status = (RecordingStatus.SEALED if files else RecordingStatus.LOST).value
+    recording.status = (RecordingStatus.SEALED if added else RecordingStatus.LOST).value
     recording.sealed_at = utcnow()
     recording.problem = problem[:2000]
     record(
         db,
         None,
-        "meeting.record_sealed" if files else "meeting.record_lost",
+        "meeting.record_sealed" if added else "meeting.record_lost",
         "meeting",
         meeting.id,
         recording=recording.id,
-        files=len(files),
+        files=added,
         partial=recording.partial,
     )
     if meeting.status == MeetingStatus.OPEN:
         await service._publish_states(db, meeting)
     await db.commit()
+    return added
 
 
 # -- what pages show ------------------------------------------------------------------------

@@ -210,9 +210,27 @@ function start(root) {
     return (s.recordings || []).find((r) => r.room === s.you.room) || null;
   }
 
+  let recordingShown = null; // the recording of our room last shown, to say when it stops
+  let stoppedTimer = null;
   function showRecording(s) {
     if (!ui.recording) { return; }
     const r = roomRecording(s);
+    if (recordingShown && !r && recordingShown.room === s.you.room) {
+      // It stopped (or was refused): say so for a while.
+      ui.recording.hidden = false;
+      ui.recording.dataset.status = "stopped";
+      say(ui.recordingText, recordingShown.status === "recording" ? t.rec_stopped : t.rec_not_recorded);
+      say(ui.recordingDetail, "");
+      ui.consent.hidden = true;
+      ui.withdraw.hidden = true;
+      if (manage && ui.record) { ui.record.hidden = false; ui.recordStop.hidden = true; }
+      recordingShown = null;
+      clearTimeout(stoppedTimer);
+      stoppedTimer = setTimeout(() => { if (state && !roomRecording(state)) { ui.recording.hidden = true; } }, 8000);
+      return;
+    }
+    recordingShown = r;
+    if (r) { clearTimeout(stoppedTimer); }
     const elsewhere = manage ? (s.recordings || []).filter((x) => x.room !== s.you.room) : [];
     ui.recording.hidden = !r && !elsewhere.length;
     ui.recording.dataset.status = r ? r.status : "";
@@ -224,6 +242,7 @@ function start(root) {
       } else {
         text = r.you === "asked" || r.you === "no" ? t.rec_not_you + " " + t.rec_asked_you : t.rec_recording;
       }
+      if (r.video) { text += " " + t.rec_video; }
       if (r.waiting.length) { detail = t.rec_waiting.replace("{names}", r.waiting.join("、")); }
     } else {
       text = elsewhere.map((x) => (x.status === "recording" ? t.rec_other_room : t.rec_asking_other).replace("{room}", t.rooms[x.room] || x.room)).join(" ");
@@ -636,7 +655,27 @@ function start(root) {
     // -- peer connections (perfect negotiation) -------------------------------------------
 
     function send(to, payload) {
-      socket.emit("meeting.signal", { meeting_id: meetingId, to: to, payload: payload });
+      if (to !== RECORDER) {
+        socket.emit("meeting.signal", { meeting_id: meetingId, to: to, payload: payload });
+        return;
+      }
+      // The recorder may refuse (the recording stopped, or is not reachable): start over
+      // with a fresh connection a little later, if this room is still recorded with us.
+      request("meeting.signal", { to: to, payload: payload }).then((ack) => {
+        if (!ack.ok && payload.description) { retryRecorder(); }
+      });
+    }
+
+    let recorderRetry = null;
+    function retryRecorder() {
+      m.close(RECORDER);
+      clearTimeout(recorderRetry);
+      recorderRetry = setTimeout(() => { if (state) { m.reconcile(state); } }, 3000);
+    }
+
+    function recordedHere() {
+      const room = state && state.you.state === "admitted" ? state.you.room : null;
+      return Boolean(room && (state.recordings || []).some((r) => r.room === room && r.status === "recording" && r.you === "yes"));
     }
 
     function tune(pc) {
@@ -691,7 +730,11 @@ function start(root) {
       };
       pc.onicecandidate = ({ candidate }) => { if (candidate) { send(id, { candidate: candidate.toJSON() }); } };
       pc.onsignalingstatechange = () => { if (pc.signalingState === "stable") { tune(pc); } };
-      pc.oniceconnectionstatechange = () => { if (pc.iceConnectionState === "failed") { pc.restartIce(); } };
+      pc.oniceconnectionstatechange = () => {
+        if (pc.iceConnectionState !== "failed") { return; }
+        // The recorder cannot restart ICE: a new connection instead.
+        if (id === RECORDER) { retryRecorder(); } else { pc.restartIce(); }
+      };
       pc.onconnectionstatechange = () => { peer.tile.figure.dataset.state = pc.connectionState; };
       // A negotiation lost on the way (say, both sides replaced a connection at once): the
       // impolite side starts over after a while rather than waiting for ever.
@@ -708,6 +751,7 @@ function start(root) {
     // even if it comes before the state that says the sender is here.
     m.signal = async (from, payload) => {
       if (!m.live) { return; }
+      if (from === RECORDER && !recordedHere()) { return; } // late: the recording is over
       const peer = open(from);
       const pc = peer.pc;
       try {

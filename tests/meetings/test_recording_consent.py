@@ -243,7 +243,8 @@ async def test_withdrawal_stops_and_seals_what_was_recorded_as_partial(
     )
     # About 2 s each; the claimant's voice was not taken after they withdrew.
     lengths = check_tracks(live, rows, ids, (1.5, 5.0))
-    assert lengths["claimant"] <= withdrawn_at - first + 0.7, (lengths, withdrawn_at - first)
+    for label, length in lengths.items():
+        assert length <= withdrawn_at - first + 0.3, (label, lengths, withdrawn_at - first)
     for _, m in rows:
         assert m.description.startswith("部分录音"), m.description
     history = await consents_of(live, rid)
@@ -541,7 +542,8 @@ async def test_recording_of_a_dead_process_is_recovered_from_its_folder(live: Li
     mix, mix_material = by_kind["mix"]
     mixed = len(pcm(blobs.read_all(mix_material.sha256))) / RATE
     assert abs(mixed - held) <= 0.15 and abs(mix.duration_ms / 1000 - held) <= 0.15
-    assert not folder.exists()
+    # The folder is kept for an administrator while it holds a file that could not be read.
+    assert empty.exists()
 
 
 async def test_recording_of_a_dead_process_without_its_folder_is_reported_lost(
@@ -683,3 +685,32 @@ async def test_a_track_whose_manifest_line_was_lost_is_still_sealed(live: Live) 
         ("audio", cast.claimant.id),
         ("mix", 0),
     ]
+
+
+def test_what_came_after_the_stop_is_cut_from_every_track(tmp_path: Path) -> None:
+    """Sealing cuts each track at the moment the recording stopped (a withdrawal is honoured
+    to the fraction of a second, however late the recorder's connections closed), and the
+    mix is as long as the longest cut track."""
+    from portal.evidence.blobs import BlobStore, generate_master_key, parse_master_keys
+    from realtime.recorder import prepare
+
+    folder = tmp_path / "7"
+    folder.mkdir()
+    start = 1_700_000_000.0
+    entries = []
+    for n, (user_id, offset, freq) in enumerate(((3, 0.0, 440.0), (4, 0.5, 1000.0)), 1):
+        track = folder / f"{user_id}-{n}-audio.ogg"
+        write_tone(track, 4, freq)
+        entries.append(
+            {"file": track.name, "user_id": user_id, "kind": "audio", "start": start + offset}
+        )
+    (folder / MANIFEST).write_text("".join(json.dumps(e) + "\n" for e in entries))
+    blobs = BlobStore(tmp_path / "blobs", parse_master_keys("k1:" + generate_master_key()), "k1")
+    files, problem = prepare(folder, blobs, until=start + 2.0)
+    assert problem == ""
+    lengths = {f.user_id: f.duration_ms / 1000 for f in files}
+    assert abs(lengths[3] - 2.0) <= 0.05 and abs(lengths[4] - 1.5) <= 0.05, lengths
+    assert abs(lengths[None] - 2.0) <= 0.05, lengths
+    for f in files:
+        decoded = len(pcm(blobs.read_all(f.sha256))) / RATE
+        assert abs(decoded - f.duration_ms / 1000) <= 0.05, (f, decoded)
