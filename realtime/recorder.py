@@ -66,24 +66,44 @@ SUFFIX = {"audio": ".ogg", "video": ".webm"}
 CONTENT_TYPE = {"audio": "audio/ogg", "video": "video/webm", "mix": "audio/ogg"}
 
 
-class _Rebased(MediaStreamTrack):
-    """A received track whose frames' timestamps start at 0; tells when the first came."""
+# Video is kept at up to 15 frames a second and encoded for speed: libvpx's defaults take about
+# 20-40 ms of CPU per 640x360 frame on this kind of machine, so a session's three cameras at
+# 24 fps would need more than a core and drop frames (bench/recording.py); with the realtime
+# deadline and the fastest speed setting a frame takes about 3.5 ms.
+VIDEO_FPS = 15
+VP8_OPTIONS = {"deadline": "realtime", "cpu-used": "16"}
 
-    def __init__(self, source: MediaStreamTrack, started: Callable[[float], None]) -> None:
+
+class _Rebased(MediaStreamTrack):
+    """A received track whose frames' timestamps start at 0 (video thinned to ``fps``);
+    tells when the first came."""
+
+    def __init__(
+        self, source: MediaStreamTrack, started: Callable[[float], None], fps: int | None = None
+    ) -> None:
         super().__init__()
         self.kind = source.kind
         self._source = source
         self._started = started
         self._first: int | None = None
+        self._fps = fps
+        self._last: float | None = None
 
     async def recv(self) -> Any:
-        frame = await self._source.recv()
-        if frame.pts is not None:
+        while True:
+            frame = await self._source.recv()
+            if frame.pts is None:
+                return frame
             if self._first is None:
                 self._first = frame.pts
                 self._started(time.time())
             frame.pts -= self._first
-        return frame
+            if self._fps is None or frame.time_base is None:
+                return frame
+            at = float(frame.pts * frame.time_base)
+            if self._last is None or at - self._last >= 0.9 / self._fps:
+                self._last = at
+                return frame
 
 
 class _TrackFile:
@@ -95,7 +115,15 @@ class _TrackFile:
         self.user_id = user_id
         self._directory = directory
         self._recorder = MediaRecorder(str(directory / self.name))
-        self._recorder.addTrack(_Rebased(track, self._note))
+        video = track.kind == "video"
+        source = _Rebased(track, self._note, fps=VIDEO_FPS if video else None)
+        self._recorder.addTrack(source)
+        if video:
+            # MediaRecorder has no parameter for the encoder's options: set them on the stream
+            # it made, before its first frame opens the encoder (aiortc is pinned).
+            contexts = getattr(self._recorder, "_MediaRecorder__tracks", {})
+            for context in contexts.values():
+                context.stream.codec_context.options = dict(VP8_OPTIONS)
         self._stopped = False
         self.task: asyncio.Future[None] | None = None
 
