@@ -9,6 +9,7 @@ import array
 import asyncio
 import fractions
 import io
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from sqlalchemy import select
 
@@ -30,7 +32,7 @@ from portal.meetings.recording_models import (
     RecordingStatus,
     StopReason,
 )
-from realtime.recorder import RecorderHost
+from realtime.recorder import VIDEO_FPS, RecorderHost, _Rebased
 from tests.conftest import REDIS_URL, redis_available, require_service, truncate_all
 from tests.factories import _state as state_of
 from tests.meetings.conftest import Cast, Crowd, Peer, build_cast
@@ -414,3 +416,31 @@ async def test_video_is_recorded_when_chosen(live: Live, people: Crowd) -> None:
         # 15 frames a second were sent: about that many per second are in the file.
         assert 0.6 * 15 * real <= len(frames) <= 1.2 * 15 * real, (len(frames), real)
         assert abs(f.duration_ms / 1000 - real) <= 0.15 * real, (f.duration_ms, real)
+
+
+async def test_video_is_thinned_to_fifteen_frames_a_second() -> None:
+    """A camera sending 24 frames a second is recorded at 15, evenly, timestamps from 0."""
+
+    class Camera:
+        kind = "video"
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def recv(self) -> av.VideoFrame:
+            frame = av.VideoFrame(width=16, height=16, format="yuv420p")
+            frame.pts = 777 + self.sent * 90000 // 24
+            frame.time_base = fractions.Fraction(1, 90000)
+            self.sent += 1
+            return frame
+
+    camera = Camera()
+    started: list[float] = []
+    thinned = _Rebased(camera, started.append, fps=VIDEO_FPS)  # type: ignore[arg-type]
+    kept = [(await thinned.recv()).pts for _ in range(45)]
+    assert kept[0] == 0 and len(started) == 1
+    seconds = kept[-1] / 90000
+    assert 14.5 <= (len(kept) - 1) / seconds <= 15.5, (len(kept), seconds)
+    assert 45 / camera.sent == pytest.approx(15 / 24, abs=0.03)
+    gaps = {b - a for a, b in itertools.pairwise(kept)}
+    assert gaps <= {3750, 7500}  # one or two camera frames apart, never more
