@@ -171,8 +171,8 @@ class RoomRecorder:
         self.pcs: dict[int, RTCPeerConnection] = {}
         self._files: dict[int, list[_TrackFile]] = {}
         self._count = 0
-        # Every connection failed (none is left connected): the recording stops.
-        self.failed = False
+        # Since when nobody who should be recorded has a working connection (None: someone has).
+        self.lost_since: float | None = None
         self.closed = False
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -226,15 +226,14 @@ class RoomRecorder:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState == "failed" and self.pcs.get(user_id) is pc:
-                # Their track so far is kept; their client starts a new connection. If no
-                # connection is left working, the recorder has failed: the recording stops.
+            # Failed, or closed by the other side (aiortc reports a peer gone silent as
+            # closed once ICE consent expires): their track so far is kept, and their client
+            # starts a new connection if it still may be recorded.
+            if pc.connectionState in ("failed", "closed") and self.pcs.get(user_id) is pc:
                 log.warning(
-                    "recording %s: connection of user %s failed", self.recording_id, user_id
+                    "recording %s: the connection of user %s was lost", self.recording_id, user_id
                 )
                 await self.drop(user_id)
-                if not any(p.connectionState == "connected" for p in self.pcs.values()):
-                    self.failed = True
 
         try:
             await pc.setRemoteDescription(
@@ -443,6 +442,10 @@ class RecorderHost(BackgroundLoop):
     def _channel(self, process: str) -> str:
         return f"jiefen:recorder:{process}"
 
+    # The recorder has failed when, for this long, nobody who should be recorded has a
+    # working connection to it (their clients reconnect well within it after a blip).
+    lost_after = 15.0
+
     async def _listen(self) -> None:
         """Deliver the signaling that other processes forward to this one's recorders."""
         assert self._redis is not None
@@ -563,7 +566,15 @@ class RecorderHost(BackgroundLoop):
         for user_id, pc in before.items():
             if user_id not in allowed and room.pcs.get(user_id) is pc:
                 await room.drop(user_id)
-        if room.failed:
+        working = any(pc.connectionState == "connected" for pc in room.pcs.values())
+        if working or not allowed:
+            room.lost_since = None
+            return
+        now = time.monotonic()
+        if room.lost_since is None:
+            room.lost_since = now
+        elif now - room.lost_since >= self.lost_after:
+            log.warning("recording %s: no connection to the recorder works; stopping", found.id)
             async with self.sockets._db() as (db, _):
                 await recordings.failed(db, found.id, StopReason.FAILED)
             self.wake()

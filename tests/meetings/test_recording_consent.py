@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 from sqlalchemy import func, select
 
 from portal.audit.models import AuditEvent
@@ -714,3 +715,68 @@ def test_what_came_after_the_stop_is_cut_from_every_track(tmp_path: Path) -> Non
     for f in files:
         decoded = len(pcm(blobs.read_all(f.sha256))) / RATE
         assert abs(decoded - f.duration_ms / 1000) <= 0.05, (f, decoded)
+
+
+def silence(client: Recorded) -> None:
+    """The participant's network goes away at once: their ICE sockets close without a word
+    (no DTLS close, no STUN answer), as when a phone loses its signal."""
+    assert client.pc is not None
+    for transport in client.pc._RTCPeerConnection__iceTransports:  # type: ignore[attr-defined]
+        for protocol in list(transport._connection._protocols):
+            if protocol.transport is not None:
+                protocol.transport.close()
+
+
+async def test_the_recording_stops_and_is_sealed_when_the_recorders_connections_fail(
+    live: Live, people: Crowd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ICE consent (RFC 7675) checked every 0.2 s instead of 5: a connection whose other end
+    fell silent is lost within about a second. One participant's lost connection drops only
+    them (their track so far is kept, the recording goes on); when nobody who should be
+    recorded has a working connection for ``lost_after`` (1 s here, 15 s in service), the
+    recorder has failed: the recording stops and what was made is sealed as partial."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
+    cast = await build_cast(live.app, mode="voice")
+    mid = cast.meeting_id
+    m = await people.peer("mediator", cast.mediator)
+    c = await people.peer("claimant", cast.claimant)
+    assert (await m.act("meeting.join", mid))["ok"]
+    assert (await c.act("meeting.join", mid))["ok"]
+    assert (await m.act("meeting.admit", mid, user_id=cast.claimant.id))["ok"]
+    await c.until_state(state="admitted")
+    rid = (await m.act("meeting.record", mid))["recording_id"]
+    assert (await c.act("meeting.consent", mid, recording_id=rid, agree=True))["ok"]
+    clients = await record_tones({"mediator": m, "claimant": c}, mid, ["mediator", "claimant"])
+    host = host_of(live)
+    host.lost_after = 1.0
+    try:
+        await asyncio.sleep(1.5)
+        silence(clients["claimant"])
+
+        async def claimant_dropped() -> bool:
+            room = host.rooms.get(rid)
+            return room is not None and set(room.pcs) == {cast.mediator.id}
+
+        await until(claimant_dropped, seconds=10)
+        found = (await recordings_of(live, mid))[0]
+        assert found.status == RecordingStatus.RECORDING  # the mediator is still recorded
+        await asyncio.sleep(1)
+        silence(clients["mediator"])
+        done = await sealed(live, rid)
+    finally:
+        await close_all(clients)
+    assert done.status == RecordingStatus.SEALED, done.problem
+    assert done.partial and done.reason == StopReason.FAILED
+    rows = await files_of(live, rid)
+    lengths = {f.user_id: f.duration_ms / 1000 for f, _ in rows if f.kind == "audio"}
+    assert set(lengths) == {cast.mediator.id, cast.claimant.id}
+    # The claimant's track ends when their network went; the mediator's about 1 s later.
+    assert lengths[cast.mediator.id] > lengths[cast.claimant.id] + 0.5, lengths
+    async with state_of(live.app).db() as db:
+        stops = list(
+            await db.scalars(select(AuditEvent).where(AuditEvent.action == "meeting.record_stop"))
+        )
+    assert [s.detail.get("reason") for s in stops] == ["failed"]
