@@ -540,7 +540,6 @@ class MeetingSockets:
             request.meeting_id,
             lambda db, actor: service.end_meeting(db, request.meeting_id, actor, request.outcome),
         )
-        self._wake_recorder()
         return {"ok": True}
 
     # -- recording --------------------------------------------------------------------------
@@ -566,7 +565,6 @@ class MeetingSockets:
                 limit=self.recorder.limit if self.recorder else 0,
             ),
         )
-        self._wake_recorder()
         return {"ok": True, "recording_id": found.id, "status": found.status}
 
     async def record_stop(self, sid: str, data: Any) -> dict[str, Any]:
@@ -576,7 +574,6 @@ class MeetingSockets:
             request.meeting_id,
             lambda db, actor: recording.stop(db, request.meeting_id, actor, request.recording_id),
         )
-        self._wake_recorder()
         return {"ok": True}
 
     async def consent(self, sid: str, data: Any) -> dict[str, Any]:

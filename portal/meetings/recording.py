@@ -321,6 +321,22 @@ def _stop(recording: Recording, reason: StopReason) -> None:
     recording.stopped_at = now
 
 
+def _stop_recorded(
+    db: AsyncSession, recording: Recording, reason: StopReason, actor_id: int | None = None
+) -> None:
+    """Stop it, with the audit event that says who (None: the system) and why."""
+    _stop(recording, reason)
+    record(
+        db,
+        actor_id,
+        "meeting.record_stop",
+        "meeting",
+        recording.meeting_id,
+        recording=recording.id,
+        reason=reason.value,
+    )
+
+
 async def _find(db: AsyncSession, meeting: Meeting, recording_id: int) -> Recording:
     recording = next((r for r in await _recordings(db, meeting.id) if r.id == recording_id), None)
     if recording is None or recording.status == RecordingStatus.SEALING:
@@ -368,8 +384,7 @@ async def stop(db: AsyncSession, meeting_id: int, actor_id: int, recording_id: i
     """The mediator stops a recording (or stops asking)."""
     meeting = await service._managed(db, meeting_id, actor_id)
     recording = await _find(db, meeting, recording_id)
-    _stop(recording, StopReason.STOPPED)
-    record(db, actor_id, "meeting.record_stop", "meeting", meeting.id, recording=recording.id)
+    _stop_recorded(db, recording, StopReason.STOPPED, actor_id)
     await service._publish_states(db, meeting)
     await db.commit()
     return recording
@@ -379,16 +394,7 @@ async def stop_all(db: AsyncSession, meeting: Meeting, reason: StopReason) -> No
     """Stop every recording of the session (its transaction: the caller commits)."""
     for recording in await _recordings(db, meeting.id):
         if recording.status in SHOWN:
-            _stop(recording, reason)
-            record(
-                db,
-                None,
-                "meeting.record_stop",
-                "meeting",
-                meeting.id,
-                recording=recording.id,
-                reason=reason.value,
-            )
+            _stop_recorded(db, recording, reason)
 
 
 async def check_signal(db: AsyncSession, meeting_id: int, user_id: int) -> Recording:
@@ -452,16 +458,7 @@ async def failed(db: AsyncSession, recording_id: int, reason: StopReason) -> Non
     if recording.status not in SHOWN:
         await db.commit()
         return
-    _stop(recording, reason)
-    record(
-        db,
-        None,
-        "meeting.record_stop",
-        "meeting",
-        meeting.id,
-        recording=recording.id,
-        reason=reason.value,
-    )
+    _stop_recorded(db, recording, reason)
     if meeting.status == MeetingStatus.OPEN:
         await service._publish_states(db, meeting)
     await db.commit()
