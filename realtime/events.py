@@ -63,6 +63,8 @@ class RecordingView:
     agreed: int
     waiting: tuple[str, ...]
     started_at: str | None
+    # The mediator is not in the room: nobody is recorded until they come back.
+    paused: bool = False
 
 
 # The recorder's user id in signaling (no real user has id 0).

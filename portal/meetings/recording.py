@@ -99,6 +99,12 @@ def _present(participants: Sequence[Participant], online: set[int], room: str) -
     ]
 
 
+def _paused(present: Sequence[Participant]) -> bool:
+    """A room is recorded only while its mediator is in it: left alone, one side's people talk
+    among themselves (in the joint room, into a file the other side may hear)."""
+    return not any(p.side == Side.MEDIATOR for p in present)
+
+
 async def _online(db: AsyncSession, meeting_id: int) -> set[int]:
     return set(
         await db.scalars(
@@ -159,6 +165,7 @@ async def views(
                         if not answers.get((r.id, q.user_id))
                     ),
                     started_at=r.started_at.isoformat() if r.started_at else None,
+                    paused=_paused(present[r.id]),
                 )
             )
         found[p.id] = tuple(shown)
@@ -167,14 +174,18 @@ async def views(
 
 async def recorded_peers(db: AsyncSession, recording: Recording) -> set[int]:
     """The user ids whose voice (and picture) the recorder may take now: in the room,
-    connected, with voice and video, and whose latest answer is yes."""
+    connected, with voice and video, and whose latest answer is yes; nobody while the
+    mediator is not in the room (paused)."""
     participants = await _participants(db, recording.meeting_id)
     online = await _online(db, recording.meeting_id)
     answers = await _answers(db, [recording.id])
     members = service.media_members(participants, online)
+    present = _present(participants, online, recording.room)
+    if _paused(present):
+        return set()
     return {
         p.user_id
-        for p in _present(participants, online, recording.room)
+        for p in present
         if p.id in members and answers.get((recording.id, p.user_id))
     }
 

@@ -195,7 +195,7 @@ function start(root) {
     }
     // The recorder is a participant everyone in the room sees.
     const r = roomRecording(s);
-    if (r && r.status === "recording") {
+    if (r && r.status === "recording" && !r.paused) {
       const li = document.createElement("li");
       li.className = "meeting-recorder";
       li.dataset.testid = "recorder-member";
@@ -233,7 +233,7 @@ function start(root) {
     if (r) { clearTimeout(stoppedTimer); }
     const elsewhere = manage ? (s.recordings || []).filter((x) => x.room !== s.you.room) : [];
     ui.recording.hidden = !r && !elsewhere.length;
-    ui.recording.dataset.status = r ? r.status : "";
+    ui.recording.dataset.status = r ? (r.paused && r.status === "recording" ? "paused" : r.status) : "";
     let text = "";
     let detail = "";
     if (r) {
@@ -241,6 +241,7 @@ function start(root) {
         text = r.you === "asked" ? t.rec_asked_you : t.rec_asking;
       } else {
         text = r.you === "asked" || r.you === "no" ? t.rec_not_you + " " + t.rec_asked_you : t.rec_recording;
+        if (r.paused) { text = t.rec_paused; }
       }
       if (r.video) { text += " " + t.rec_video; }
       if (r.waiting.length) { detail = t.rec_waiting.replace("{names}", r.waiting.join("、")); }
@@ -675,7 +676,7 @@ function start(root) {
 
     function recordedHere() {
       const room = state && state.you.state === "admitted" ? state.you.room : null;
-      return Boolean(room && (state.recordings || []).some((r) => r.room === room && r.status === "recording" && r.you === "yes"));
+      return Boolean(room && (state.recordings || []).some((r) => r.room === room && r.status === "recording" && r.you === "yes" && !r.paused));
     }
 
     function tune(pc) {
@@ -819,7 +820,7 @@ function start(root) {
       // A mesh of at most six: the server says who in the room has voice and video.
       if (el.full) { el.full.hidden = s.you.media; }
       const here = new Set(s.you.media ? s.seats.filter((p) => p.state === "admitted" && p.room === room && p.connected && p.media && p.user_id !== me).map((p) => p.user_id) : []);
-      const recorded = (s.recordings || []).find((r) => r.room === room && r.status === "recording" && r.you === "yes");
+      const recorded = (s.recordings || []).find((r) => r.room === room && r.status === "recording" && r.you === "yes" && !r.paused);
       if (recorded && s.you.media) { here.add(RECORDER); }
       for (const id of [...m.peers.keys()]) { if (!here.has(id)) { m.close(id); } }
       for (const id of here) {

@@ -780,3 +780,56 @@ async def test_the_recording_stops_and_is_sealed_when_the_recorders_connections_
             await db.scalars(select(AuditEvent).where(AuditEvent.action == "meeting.record_stop"))
         )
     assert [s.detail.get("reason") for s in stops] == ["failed"]
+
+
+async def test_the_joint_room_is_not_recorded_while_the_mediator_is_out_of_it(
+    live: Live, people: Crowd
+) -> None:
+    """The mediator takes the claimant into their private room: the firm's people, left in
+    the joint room, are not recorded (their talk would go into a file the claimant may hear)
+    until the mediator comes back; the pause shows in everyone's state."""
+    cast = await build_cast(live.app, mode="voice")
+    mid = cast.meeting_id
+    ids = ids_of(cast)
+    peers = await in_room(live, people, cast)
+    rid = (await peers["mediator"].act("meeting.record", mid))["recording_id"]
+    for label in ("claimant", "rep1"):
+        assert (await peers[label].act("meeting.consent", mid, recording_id=rid, agree=True))["ok"]
+    clients = await record_tones(peers, mid, list(ids))
+    host = host_of(live)
+    try:
+        moved = await peers["mediator"].act(
+            "meeting.move", mid, room="caucus_claimant", side="claimant"
+        )
+        assert moved["ok"], moved
+        went = await peers["mediator"].act(
+            "meeting.move", mid, room="caucus_claimant", user_id=ids["mediator"]
+        )
+        assert went["ok"], went
+        await peers["rep1"].until(lambda p: (recording_view(p) or {}).get("paused") is True)
+
+        async def nobody_recorded() -> bool:
+            room = host.rooms.get(rid)
+            return room is not None and not room.pcs
+
+        await until(nobody_recorded, seconds=10)
+        refused = await peers["rep1"].act("meeting.signal", mid, to=0, payload=OFFER)
+        assert refused["error"] == "invalid_target", refused
+        (found,) = await recordings_of(live, mid)
+        assert found.status == RecordingStatus.RECORDING  # paused, not stopped
+        # The mediator's own view of the joint room's recording says so too.
+        mediator_view = [r for r in peers["mediator"].last_state()["recordings"] if r["id"] == rid]
+        assert mediator_view and mediator_view[0]["paused"] is True
+
+        # Back together: the recording goes on (the firm's client may connect again).
+        back = await peers["mediator"].act("meeting.move", mid, room="joint", side="all")
+        assert back["ok"], back
+        await peers["rep1"].until(lambda p: (recording_view(p) or {}).get("paused") is False)
+        again = clients["rep1"]
+        await again.close()
+        again.connected_at = None
+        await again.connect()
+        await until(lambda: asyncio.sleep(0, again.connected_at), seconds=15)
+        assert ids["rep1"] in host.rooms[rid].pcs
+    finally:
+        await close_all(clients)
