@@ -149,7 +149,8 @@ async def _refused(request: Request, db: AsyncSession, message: Msg, **extra: An
     """The panel (htmx) or the page again with the refusal; the service rolled back, so
     everything is read again."""
     minutes = await _read(request, db)
-    context = _context(request, minutes, error=message, **extra)
+    recordings = [] if is_htmx(request) else await _recordings(request, db, minutes)
+    context = _context(request, minutes, error=message, recordings=recordings, **extra)
     return render(request, TEMPLATE, context, status_code=400, block="minutes_panel")
 
 

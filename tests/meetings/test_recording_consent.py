@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -56,7 +57,7 @@ from tests.meetings.test_recording import (
     sealed,
     until,
 )
-from tests.realtime.test_socket_auth import Live
+from tests.realtime.test_socket_auth import Live, session_cookie
 
 FREQS = {"mediator": 440.0, "claimant": 1000.0, "rep1": 1800.0}
 # An offer is refused before the recorder ever reads it: any description will do.
@@ -833,3 +834,51 @@ async def test_the_joint_room_is_not_recorded_while_the_mediator_is_out_of_it(
         assert ids["rep1"] in host.rooms[rid].pcs
     finally:
         await close_all(clients)
+
+
+async def test_a_caucus_recording_is_for_that_side_and_the_staff_only(
+    live: Live, people: Crowd
+) -> None:
+    """The claimant's private room recorded with the claimant's consent: the claimant and
+    the mediator hear it on the minutes page; the firm neither sees it listed nor can fetch
+    it (404), and the firm's people were never asked."""
+    cast = await build_cast(live.app, mode="voice")
+    mid = cast.meeting_id
+    ids = ids_of(cast)
+    peers = await in_room(live, people, cast)
+    assert (
+        await peers["mediator"].act("meeting.move", mid, room="caucus_claimant", side="claimant")
+    )["ok"]
+    assert (
+        await peers["mediator"].act(
+            "meeting.move", mid, room="caucus_claimant", user_id=ids["mediator"]
+        )
+    )["ok"]
+    asked = await peers["mediator"].act("meeting.record", mid)
+    rid = asked["recording_id"]
+    await peers["claimant"].until(lambda p: (recording_view(p) or {}).get("you") == "asked")
+    assert peers["rep1"].last_state()["recordings"] == []  # the firm is not told of it
+    agreed = await peers["claimant"].act("meeting.consent", mid, recording_id=rid, agree=True)
+    assert agreed["status"] == "recording", agreed
+    clients = await record_tones(peers, mid, ["mediator", "claimant"])
+    try:
+        await asyncio.sleep(1.5)
+        assert (await peers["mediator"].act("meeting.record_stop", mid, recording_id=rid))["ok"]
+    finally:
+        await close_all(clients)
+    done = await sealed(live, rid)
+    assert done.status == RecordingStatus.SEALED and done.room == "caucus_claimant"
+    rows = await files_of(live, rid)
+    assert {(m.party, m.visibility) for _, m in rows} == {("claimant", "mediator")}
+    mix = next(m for f, m in rows if f.kind == "mix")
+    file_url = f"/cases/{cast.case_id}/materials/{mix.id}"
+    for person, sees in ((cast.claimant, True), (cast.mediator, True), (cast.rep1, False)):
+        cookie = await session_cookie(live, person.login, person.password)
+        async with httpx.AsyncClient(base_url=live.url, headers={"Cookie": cookie}) as http:
+            page = await http.get(f"/meetings/{mid}/minutes")
+            assert page.status_code == 200
+            assert ('data-testid="recording-file-mix"' in page.text) is sees, person.login
+            got = await http.get(file_url)
+            assert got.status_code == (200 if sees else 404), (person.login, got.status_code)
+            if sees:
+                assert got.headers["content-type"].startswith("audio/ogg")
