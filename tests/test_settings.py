@@ -35,6 +35,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "SMTP_PORT": "465",
             "SMTP_SECURITY": "tls",
             "STORAGE_DIR": str(tmp_path / "blobs"),
+            "RECORDING_LIMIT": "5",
         }
     )
     assert settings.secret_key == "s" * 40
@@ -42,10 +43,15 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert settings.secure_cookies and settings.session_cookie_name.startswith("__Host-")
     assert settings.smtp.port == 465 and settings.smtp.security == "tls"
     assert settings.storage_dir == tmp_path / "blobs"
+    assert settings.recording_limit == 5
+    assert settings.recordings_dir == tmp_path / "blobs" / "recordings"
     assert not (tmp_path / "secret_key").exists()
 
 
-@pytest.mark.parametrize(("name", "value"), [("DEFAULT_LOCALE", "fr"), ("SMTP_SECURITY", "maybe")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DEFAULT_LOCALE", "fr"), ("SMTP_SECURITY", "maybe"), ("RECORDING_LIMIT", "-1")],
+)
 def test_bad_settings_refused(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         Settings.from_env({"VAR_DIR": str(tmp_path), name: value})
