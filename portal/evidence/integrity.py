@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,7 @@ from portal.evidence.verify.leaf import (
     LEAF_PREFIX,
     MINUTES_CONFIRMED,
     MINUTES_SIDES,
+    RECORDING,
     LeafError,
     decode_leaf,
     format_time,
@@ -163,6 +164,8 @@ class _Verifier:
         self.minutes: dict[int, tuple[Any, list[Any]]] = {}
         # The agreement signatures (with their version's number and PDF) of the page.
         self.signatures: dict[int, Any] = {}
+        # The sealed recordings (row, files, consents) of the page, by leaf id.
+        self.recordings: dict[int, tuple[Any, list[Any], list[Any]]] = {}
 
     def _commitment(self, user_id: int | None) -> str | _Erased | None:
         """The person's commitment now, or _ERASED when their secret was deleted."""
@@ -224,6 +227,7 @@ class _Verifier:
             materials, events = await self._sources(rows)
             self.minutes = await self._minutes_sources(rows)
             self.signatures = await self._signature_sources(rows)
+            self.recordings = await self._recording_sources(rows)
             for seq, leaf_id, case_id, kind, data, digest in rows:
                 if seq != self.tree.size:
                     raise Mismatch(f"leaf {self.tree.size} is missing: the next one is {seq}")
@@ -332,6 +336,54 @@ class _Verifier:
             for row in await self.db.execute(query):
                 found[row.leaf_id] = row
         return found
+
+    async def _recording_sources(
+        self, rows: Sequence[Any]
+    ) -> dict[int, tuple[Any, list[Any], list[Any]]]:
+        """The sealed recordings a page of leaves records, with their files and consents."""
+        from portal.meetings import recording as recordings
+        from portal.meetings.recording_models import Recording
+
+        leaf_ids = [r[1] for r in rows if r[3] == RECORDING]
+        found: dict[int, tuple[Any, list[Any], list[Any]]] = {}
+        for part in _chunks(leaf_ids):
+            for row in await self.db.scalars(select(Recording).where(Recording.leaf_id.in_(part))):
+                files = await recordings.leaf_files(self.db, row.id)
+                consents = await recordings.consent_rows(self.db, row.id)
+                assert row.leaf_id is not None
+                found[row.leaf_id] = (row, files, consents)
+        return found
+
+    def _recording_body(
+        self, where: str, data: bytes, case_id: int | None, found: tuple[Any, list[Any], list[Any]]
+    ) -> dict[str, Any]:
+        """The body the recording's rows give; a person whose secret was erased is taken at
+        the leaf's word (their commitment can no longer be recomputed)."""
+        from portal.meetings.recording import recording_leaf_body
+
+        row, files, consents = found
+        try:
+            stated = decode_leaf(data).body
+        except LeafError as exc:
+            raise Mismatch(f"{where}: not a valid leaf: {exc}") from None
+        said: dict[int | None, Any] = {}
+        for users, items in (
+            ([f.user_id for f, _ in files], stated.get("files")),
+            ([c.user_id for c in consents], stated.get("consents")),
+        ):
+            listed = items if isinstance(items, (list, tuple)) else []
+            for user_id, item in zip(users, listed, strict=False):
+                if isinstance(item, Mapping):
+                    said.setdefault(user_id, item.get("person"))
+
+        def person(user_id: int | None) -> Any:
+            found = self._commitment(user_id)
+            return said.get(user_id) if found is _ERASED else found
+
+        try:
+            return recording_leaf_body(row, case_id or 0, files, consents, person)
+        except LeafError as exc:
+            raise Mismatch(f"{where}: recording {row.id} does not match its rows: {exc}") from None
 
     def _minutes_body(
         self, version: Any, confirmations: list[Any], case_id: int | None, stated: Any
@@ -468,6 +520,20 @@ class _Verifier:
                     "signer": signer,
                     "method": signed.method,
                 },
+            )
+        elif kind == RECORDING:
+            recorded = self.recordings.get(leaf_id)
+            if recorded is None or recorded[0].sealed_at is None:
+                raise Mismatch(f"{where}: the recording it records is missing")
+            self._compare(
+                where,
+                f"recording {recorded[0].id}",
+                data,
+                kind,
+                number,
+                prev,
+                recorded[0].sealed_at,
+                self._recording_body(where, data, case_id, recorded),
             )
         else:
             try:

@@ -10,9 +10,10 @@ connections from the people in the room whose latest answer is yes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,9 @@ from portal.cases import service as cases
 from portal.cases.models import Case, CaseMaterial
 from portal.db import utcnow
 from portal.errors import DomainError
+from portal.evidence import service as evidence
+from portal.evidence.log import stage_leaf
+from portal.evidence.verify.leaf import RECORDING, JsonValue, format_time, recording_body
 from portal.i18n import Msg, _l
 from portal.meetings import service
 from portal.meetings.models import (
@@ -184,9 +188,7 @@ async def recorded_peers(db: AsyncSession, recording: Recording) -> set[int]:
     if _paused(present):
         return set()
     return {
-        p.user_id
-        for p in present
-        if p.id in members and answers.get((recording.id, p.user_id))
+        p.user_id for p in present if p.id in members and answers.get((recording.id, p.user_id))
     }
 
 
@@ -649,6 +651,17 @@ async def seal(
     recording.status = (RecordingStatus.SEALED if added else RecordingStatus.LOST).value
     recording.sealed_at = utcnow()
     recording.problem = problem[:2000]
+    if added:
+        await db.flush()
+        leaf = await stage_leaf(
+            db,
+            RECORDING,
+            await leaf_body(db, recording, case.id),
+            case_id=case.id,
+            case_number=case.number,
+            time=recording.sealed_at,
+        )
+        recording.leaf_id = leaf.id
     record(
         db,
         None,
@@ -663,6 +676,70 @@ async def seal(
         await service._publish_states(db, meeting)
     await db.commit()
     return added
+
+
+async def leaf_files(db: AsyncSession, recording_id: int) -> list[tuple[RecordingFile, Any]]:
+    """The recording's files with their evidence items' hash and size, in the order sealed."""
+    rows = await db.execute(
+        select(RecordingFile, CaseMaterial.sha256, CaseMaterial.size)
+        .join(CaseMaterial, CaseMaterial.id == RecordingFile.material_id)
+        .where(RecordingFile.recording_id == recording_id)
+        .order_by(RecordingFile.id)
+    )
+    return [(f, (sha256, size)) for f, sha256, size in rows]
+
+
+async def consent_rows(db: AsyncSession, recording_id: int) -> list[RecordingConsent]:
+    return list(
+        await db.scalars(
+            select(RecordingConsent)
+            .where(RecordingConsent.recording_id == recording_id)
+            .order_by(RecordingConsent.id)
+        )
+    )
+
+
+def recording_leaf_body(
+    recording: Recording,
+    case_id: int,
+    files: Sequence[tuple[RecordingFile, Any]],
+    consents: Sequence[RecordingConsent],
+    person: Callable[[int | None], Any],
+) -> dict[str, JsonValue]:
+    """The ``recording`` leaf's body from the rows (``person``: a user's commitment); the
+    evidence log's full check rebuilds it the same way."""
+    return recording_body(
+        case_id=case_id,
+        meeting=recording.meeting_id,
+        recording=recording.id,
+        room=recording.room,
+        partial=recording.partial,
+        reason=recording.reason or "",
+        started=format_time(recording.started_at or recording.asked_at),
+        stopped=format_time(recording.stopped_at or recording.asked_at),
+        files=[
+            {"sha256": sha256, "size": size, "kind": f.kind, "person": person(f.user_id)}
+            for f, (sha256, size) in files
+        ],
+        consents=[
+            {
+                "person": person(c.user_id),
+                "agreed": "yes" if c.agreed else "no",
+                "time": format_time(c.answered_at),
+            }
+            for c in consents
+        ],
+    )
+
+
+async def leaf_body(db: AsyncSession, recording: Recording, case_id: int) -> dict[str, JsonValue]:
+    files = await leaf_files(db, recording.id)
+    consents = await consent_rows(db, recording.id)
+    people = {f.user_id for f, _ in files} | {c.user_id for c in consents}
+    commitments = {user_id: await evidence.commitment(db, user_id) for user_id in people if user_id}
+    return recording_leaf_body(
+        recording, case_id, files, consents, lambda user_id: commitments.get(user_id or 0)
+    )
 
 
 # -- what pages show ------------------------------------------------------------------------

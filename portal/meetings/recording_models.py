@@ -76,6 +76,8 @@ class Recording(Base):
     sealed_at: Mapped[datetime | None] = mapped_column()
     # What went wrong when sealing, said to the mediator and kept ("" if nothing).
     problem: Mapped[str] = mapped_column(Text, default="")
+    # The ``recording`` leaf written when sealed: its files and every consent answer.
+    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"))
 
 
 class RecordingConsent(Base):

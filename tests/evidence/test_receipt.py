@@ -687,7 +687,7 @@ def test_a_hostile_non_evidence_leaf_with_a_text_hash_does_not_crash() -> None:
     """A leaf of another type may carry any text as body.sha256: the verifier must report,
     not raise (found while writing docs/evidence-verification.md)."""
     hostile = encode_leaf(
-        "recording",
+        "session.note",  # a type this verifier does not know (the set is open)
         {"sha256": "沒有", "size": 3},
         case="SZ-2026-000001",
         prev=None,

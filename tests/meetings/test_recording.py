@@ -24,6 +24,9 @@ from sqlalchemy import select
 from portal.cases.models import CaseMaterial
 from portal.evidence import log
 from portal.evidence.integrity import verify_log
+from portal.evidence.models import LogLeaf
+from portal.evidence.service import forget_person
+from portal.evidence.verify.leaf import decode_leaf
 from portal.evidence.verify.receipt import verify_receipt
 from portal.meetings.recording_models import (
     Recording,
@@ -283,6 +286,41 @@ async def test_consented_recording_of_three_tones_is_sealed_and_verifiable(
             report = verify_receipt(receipt, data, [state.log_key.vkey])
             assert report.trusted and report.check("file").ok is True, report.verdict()
             assert not verify_receipt(receipt, data[:-1], [state.log_key.vkey]).ok
+        result = await verify_log(db, state.blobs, state.log_key, record=False)
+        assert result.ok, result.problem
+        # The recording itself is a leaf of its own: its files and every consent answer,
+        # people only as commitments.
+        assert done.leaf_id is not None
+        stored = await db.get(LogLeaf, done.leaf_id)
+        assert stored is not None and stored.type == "recording"
+        raw = bytes(stored.data)
+        leaf = decode_leaf(raw)
+        body: Any = leaf.body
+        assert (body["meeting"], body["recording"], body["room"]) == (mid, rid, "joint")
+        assert (body["partial"], body["reason"]) == ("no", "stopped")
+        assert sorted(f["sha256"] for f in body["files"]) == sorted(m.sha256 for _, m in rows)
+        assert [c["agreed"] for c in body["consents"]] == ["yes", "yes", "yes"]
+        assert all(len(c["person"]) == 64 for c in body["consents"])
+        assert "张三" not in raw.decode() and "公司代表" not in raw.decode()
+        receipt = await log.make_leaf_receipt(db, done.leaf_id, state.log_key)
+        report = verify_receipt(receipt, None, [state.log_key.vkey])
+        assert report.trusted, report.verdict()
+        assert f"recording {rid} of session {mid}" in report.check("leaf").message_en
+        # A consent changed afterwards in the database is found by the full check.
+        first = await db.scalar(
+            select(RecordingConsent)
+            .where(RecordingConsent.recording_id == rid)
+            .order_by(RecordingConsent.id)
+        )
+        assert first is not None
+        first.agreed = False
+        await db.flush()
+        tampered = await verify_log(db, state.blobs, state.log_key, record=False)
+        assert not tampered.ok and f"recording {rid}" in (tampered.problem or "")
+        await db.rollback()
+        # Erasing a participant's secret leaves the log verifiable.
+        assert await forget_person(db, cast.claimant.id)
+        await db.commit()
         result = await verify_log(db, state.blobs, state.log_key, record=False)
         assert result.ok, result.problem
     # The working folder is gone once sealed.

@@ -79,6 +79,7 @@ __all__ = [
     "MAX_LEAF_BYTES",
     "MINUTES_CONFIRMED",
     "MINUTES_SIDES",
+    "RECORDING",
     "JsonValue",
     "Leaf",
     "LeafError",
@@ -94,6 +95,7 @@ __all__ = [
     "minutes_body",
     "new_person_secret",
     "person_commitment",
+    "recording_body",
 ]
 
 LEAF_PREFIX = b"jiefen-leaf/1\n"
@@ -342,6 +344,104 @@ def agreement_signature_body(
     return body
 
 
+RECORDING_ROOMS = ("joint", "caucus_claimant", "caucus_respondent")
+RECORDING_FILE_KINDS = ("mix", "audio", "video")
+_RECORDING_KEYS = frozenset(
+    {
+        "case_id",
+        "meeting",
+        "recording",
+        "room",
+        "partial",
+        "reason",
+        "started",
+        "stopped",
+        "files",
+        "consents",
+    }
+)
+_RECORDING_FILE_KEYS = frozenset({"sha256", "size", "kind", "person"})
+_CONSENT_KEYS = frozenset({"person", "agreed", "time"})
+
+
+def _check_recording_body(body: Mapping[str, Any]) -> None:
+    missing = _RECORDING_KEYS - set(body)
+    if missing:
+        raise LeafError(f"body lacks {', '.join(sorted(missing))}")
+    for key in ("case_id", "meeting", "recording"):
+        _check_count(body.get(key), f"body.{key}", 1)
+    if body.get("room") not in RECORDING_ROOMS:
+        raise LeafError(f"body.room must be one of {', '.join(RECORDING_ROOMS)}")
+    if body.get("partial") not in ("yes", "no"):
+        raise LeafError("body.partial must be yes or no")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or (reason and not _KEY_RE.fullmatch(reason)):
+        raise LeafError("body.reason must be a short word")
+    _parse_time(body.get("started"))
+    _parse_time(body.get("stopped"))
+    files = body.get("files")
+    if not isinstance(files, (list, tuple)) or not files:
+        raise LeafError("body.files must be a non-empty list")
+    for i, item in enumerate(files):
+        where = f"body.files[{i}]"
+        if not isinstance(item, Mapping) or set(item) != _RECORDING_FILE_KEYS:
+            raise LeafError(f"{where} must be an object with sha256, size, kind and person")
+        _check_hex64(item["sha256"], f"{where}.sha256")
+        _check_count(item["size"], f"{where}.size", 0)
+        if item["kind"] not in RECORDING_FILE_KINDS:
+            raise LeafError(f"{where}.kind must be one of {', '.join(RECORDING_FILE_KINDS)}")
+        if item["person"] is not None:
+            _check_hex64(item["person"], f"{where}.person")
+    consents = body.get("consents")
+    if not isinstance(consents, (list, tuple)) or not consents:
+        raise LeafError("body.consents must be a non-empty list")
+    for i, item in enumerate(consents):
+        where = f"body.consents[{i}]"
+        if not isinstance(item, Mapping) or set(item) != _CONSENT_KEYS:
+            raise LeafError(f"{where} must be an object with person, agreed and time")
+        _check_hex64(item["person"], f"{where}.person")
+        if item["agreed"] not in ("yes", "no"):
+            raise LeafError(f"{where}.agreed must be yes or no")
+        _parse_time(item["time"])
+
+
+def recording_body(
+    *,
+    case_id: int,
+    meeting: int,
+    recording: int,
+    room: str,
+    partial: bool,
+    reason: str,
+    started: str,
+    stopped: str,
+    files: Sequence[Mapping[str, JsonValue]],
+    consents: Sequence[Mapping[str, JsonValue]],
+    **extra: JsonValue,
+) -> dict[str, JsonValue]:
+    """The body of a ``recording`` leaf, checked: a sealed recording of one room of a session,
+    whether it is partial and why it stopped, when it started and stopped, each of its files
+    (``{"sha256", "size", "kind": mix|audio|video, "person": commitment or null}``; each file
+    also has its own ``evidence.added`` leaf and receipt) and every consent answer given
+    (``{"person": commitment, "agreed": "yes"|"no", "time": format_time(...)}``, in order)."""
+    body: dict[str, JsonValue] = {
+        **extra,
+        "case_id": case_id,
+        "meeting": meeting,
+        "recording": recording,
+        "room": room,
+        "partial": "yes" if partial else "no",
+        "reason": reason,
+        "started": started,
+        "stopped": stopped,
+        "files": [dict(item) for item in files],
+        "consents": [dict(item) for item in consents],
+    }
+    _check_value(body, "body")
+    _check_recording_body(body)
+    return body
+
+
 def minutes_body(
     *,
     sha256: str,
@@ -425,6 +525,8 @@ def encode_leaf(
         _check_minutes_body(body)
     elif type == AGREEMENT_SIGNATURE:
         _check_signature_body(body)
+    elif type == RECORDING:
+        _check_recording_body(body)
     obj = {
         "v": LEAF_VERSION,
         "type": type,

@@ -61,6 +61,7 @@ from typing import Any, BinaryIO
 from portal.evidence.verify.leaf import (
     AGREEMENT_SIGNATURE,
     MINUTES_CONFIRMED,
+    RECORDING,
     Leaf,
     LeafError,
     decode_leaf,
@@ -512,6 +513,21 @@ def _describe(leaf: Leaf) -> tuple[str, str]:
             f"该记录载明：{side_zh}签署了第 {body.get('agreement')} 号调解协议的第 "
             f"{body.get('version')} 版；应核对的文件是所签署的该版 PDF"
             f"（{body.get('size')} 字节）。",
+        )
+    if leaf.type == RECORDING:
+        body = leaf.body
+        files = body.get("files")
+        consents = body.get("consents")
+        count = len(files) if isinstance(files, (list, tuple)) else 0
+        agreed = len(consents) if isinstance(consents, (list, tuple)) else 0
+        partial = body.get("partial") == "yes"
+        return (
+            f" It records recording {body.get('recording')} of session {body.get('meeting')} "
+            f"({body.get('room')}), {'partial' if partial else 'complete'}: {count} files, each "
+            f"with a receipt of its own, and the {agreed} consent answers given.",
+            f"该记录载明：第 {body.get('meeting')} 场调解的第 {body.get('recording')} 号录音"
+            f"（{'不完整' if partial else '完整'}），共 {count} 个文件（各有存证回执），"
+            f"以及参与人作出的 {agreed} 项同意表示。",
         )
     if leaf.type != MINUTES_CONFIRMED:
         return "", ""
