@@ -419,6 +419,8 @@ class RecorderHost(BackgroundLoop):
         stale: float = 45.0,
     ) -> None:
         super().__init__(interval)
+        self.busy_interval = interval
+        self.idle_interval = max(interval, 5.0)
         self.sockets = sockets
         self.blobs = blobs
         self.root = root
@@ -519,6 +521,10 @@ class RecorderHost(BackgroundLoop):
                 self._finished.add(found.id)
                 task = asyncio.ensure_future(self._seal(found.id))
                 self._sealing[found.id] = task
+        # Every second while there is something to follow, else every few seconds (every
+        # change wakes the loop anyway).
+        busy = bool(mine or self.rooms or self._sealing)
+        self.interval = self.busy_interval if busy else self.idle_interval
         # Recorders whose recording was stopped elsewhere, or is gone (read afresh: a
         # recorder may have been made for a recording that started after ``mine`` was read).
         current = {r.id for r in mine if r.status == RecordingStatus.RECORDING}
