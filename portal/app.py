@@ -22,6 +22,9 @@ from portal.accounts import views as accounts_views
 from portal.agreements import policy as agreements_policy
 from portal.agreements import views as agreement_views
 from portal.agreements.reminders import FulfilmentLoop
+from portal.analytics import guidance_views, library_views, likeness_views
+from portal.analytics import policy as analytics_policy
+from portal.analytics import views as analytics_views
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -145,6 +148,10 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *agreement_views.routes,
             *notify_views.routes,
             *workdays_views.routes,
+            *analytics_views.routes,
+            *likeness_views.routes,
+            *library_views.routes,
+            *guidance_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
@@ -169,6 +176,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         [
             accounts_policy.RULES,
             agreements_policy.RULES,
+            analytics_policy.RULES,
             orgs_policy.RULES,
             cases_policy.RULES,
             evidence_policy.RULES,

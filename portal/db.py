@@ -115,6 +115,9 @@ def import_models() -> None:
     """Import every feature's models so that Base.metadata is complete (Alembic, tests)."""
     from portal.accounts import models as _accounts  # noqa: F401
     from portal.agreements import models as _agreements  # noqa: F401
+    from portal.analytics import library_models as _library  # noqa: F401
+    from portal.analytics import likeness_models as _likeness  # noqa: F401
+    from portal.analytics import models as _analytics  # noqa: F401
     from portal.audit import models as _audit  # noqa: F401
     from portal.cases import models as _cases  # noqa: F401
     from portal.evidence import models as _evidence  # noqa: F401

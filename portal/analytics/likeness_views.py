@@ -1,0 +1,7 @@
+"""(placeholder: filled by its owner)"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+routes: list[BaseRoute] = []
