@@ -1477,7 +1477,7 @@ async def typing(db: AsyncSession, meeting_id: int, user_id: int, sid: str) -> l
     return [Emit(room_channel(meeting_id, seat.room), event, skip_sid=sid)]
 
 
-SIGNAL_KEYS = frozenset({"description", "candidate"})
+SIGNAL_KEYS = frozenset({"description", "candidate", "restart"})
 
 
 def check_signal_payload(data: dict[str, Any]) -> None:

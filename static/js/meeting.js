@@ -575,12 +575,20 @@ function start(root) {
       m.stream = stream;
       if (el.preview) { el.preview.srcObject = stream; }
       if (stream) { meter(stream); }
-      // Peers already connected get the new tracks in place of the old ones.
-      for (const peer of m.peers.values()) {
-        for (const sender of peer.pc.getSenders()) {
-          const kind = sender.track ? sender.track.kind : null;
-          const track = kind && stream ? stream.getTracks().find((tr) => tr.kind === kind) : null;
-          if (track) { sender.replaceTrack(track); }
+      // Peers already connected get the new tracks in place of the old ones; a connection
+      // opened before the camera was ready (it only received) starts sending too.
+      for (const [id, peer] of m.peers) {
+        for (const transceiver of peer.pc.getTransceivers()) {
+          if (transceiver.stopped || transceiver.currentDirection === "stopped") { continue; }
+          const kind = transceiver.receiver.track.kind;
+          const track = stream ? stream.getTracks().find((tr) => tr.kind === kind) : null;
+          if (!track) { continue; }
+          if (transceiver.direction === "recvonly" && id === RECORDER) { continue; } // fixed at its offer
+          transceiver.sender.replaceTrack(track);
+          if (transceiver.direction === "recvonly") {
+            transceiver.sender.setStreams(stream);
+            transceiver.direction = "sendrecv"; // renegotiates
+          }
         }
       }
       if (old) { old.getTracks().forEach((tr) => tr.stop()); }
@@ -699,11 +707,18 @@ function start(root) {
       }
     }
 
+    // What happened to one connection, for people and tests who wonder why it did not connect.
+    function note(peer, text) {
+      peer.trace.push(Math.round(performance.now()) + " " + text);
+      if (peer.trace.length > 200) { peer.trace.shift(); }
+    }
+
     function open(id) {
       let peer = m.peers.get(id);
       if (peer) { return peer; }
       const pc = new RTCPeerConnection({ iceServers: m.iceServers });
-      peer = { pc, polite: me > id, makingOffer: false, ignoreOffer: false, early: [], tile: tile(id, nameOf(id), false) };
+      peer = { pc, polite: me > id, makingOffer: false, ignoreOffer: false, early: [], trace: [], stalled: 0, session: null, tile: tile(id, nameOf(id), false) };
+      note(peer, "open " + (peer.polite ? "polite" : "impolite"));
       if (id === RECORDER) { peer.tile.figure.classList.add("recorder"); }
       m.peers.set(id, peer);
       const stream = m.stream;
@@ -719,33 +734,59 @@ function start(root) {
         peer.tile.video.play().catch(() => {});
       };
       pc.onnegotiationneeded = async () => {
+        // The first offer is the impolite side's (or ours, to the recorder, which never
+        // offers): two first offers crossing each other could leave both sides waiting.
+        if (peer.polite && id !== RECORDER && !pc.remoteDescription) { note(peer, "waits for their offer"); return; }
         try {
           peer.makingOffer = true;
           await pc.setLocalDescription();
+          note(peer, "send " + pc.localDescription.type + " " + JSON.stringify(pc.localDescription.toJSON()).length);
           send(id, { description: pc.localDescription.toJSON() });
         } catch (e) {
+          note(peer, "negotiation failed: " + e);
           console.warn("negotiation", e);
         } finally {
           peer.makingOffer = false;
         }
       };
-      pc.onicecandidate = ({ candidate }) => { if (candidate) { send(id, { candidate: candidate.toJSON() }); } };
-      pc.onsignalingstatechange = () => { if (pc.signalingState === "stable") { tune(pc); } };
+      pc.onicecandidate = ({ candidate }) => { if (candidate) { note(peer, "cand out"); send(id, { candidate: candidate.toJSON() }); } };
+      pc.onsignalingstatechange = () => { note(peer, "signaling " + pc.signalingState); if (pc.signalingState === "stable") { tune(pc); } };
       pc.oniceconnectionstatechange = () => {
+        note(peer, "ice " + pc.iceConnectionState);
         if (pc.iceConnectionState !== "failed") { return; }
         // The recorder cannot restart ICE: a new connection instead.
         if (id === RECORDER) { retryRecorder(); } else { pc.restartIce(); }
       };
-      pc.onconnectionstatechange = () => { peer.tile.figure.dataset.state = pc.connectionState; };
-      // A negotiation lost on the way (say, both sides replaced a connection at once): the
-      // impolite side starts over after a while rather than waiting for ever.
-      setTimeout(() => {
-        if (m.peers.get(id) === peer && pc.connectionState === "new" && !peer.polite) {
-          m.close(id);
-          open(id);
+      pc.onconnectionstatechange = () => { note(peer, "connection " + pc.connectionState); peer.tile.figure.dataset.state = pc.connectionState; };
+      // A negotiation lost on the way (a signal sent before the other side was in the room,
+      // or an answer to an offer that was replaced) would leave the connection new for ever.
+      // Every 8 s while it is, the polite side asks the impolite one to start over (it may
+      // hold no connection to us at all, or one that waits for an answer we never got); the
+      // impolite side starts over by itself after 16 s.
+      const watchdog = () => {
+        if (m.peers.get(id) !== peer) { return; }
+        if (pc.connectionState === "new") {
+          peer.stalled += 1;
+          note(peer, "still new");
+          if (peer.polite && id !== RECORDER) {
+            send(id, { restart: true });
+          } else if (!peer.polite && peer.stalled >= 2) {
+            m.close(id);
+            open(id);
+            return;
+          }
         }
-      }, 8000);
+        if (pc.connectionState !== "connected") { peer.watchdog = setTimeout(watchdog, 8000); }
+      };
+      peer.watchdog = setTimeout(watchdog, 8000);
       return peer;
+    }
+
+    // The session id of an SDP description ("o=- 4611731400430051336 2 IN IP4 …"): one per
+    // connection, the same through renegotiations.
+    function sessionOf(sdp) {
+      const origin = /^o=\S+ (\S+)/m.exec(sdp || "");
+      return origin ? origin[1] : null;
     }
 
     // The server relays signaling only between members of one room, so a signal is answered
@@ -756,24 +797,42 @@ function start(root) {
       const peer = open(from);
       const pc = peer.pc;
       try {
+        if (payload.restart) {
+          // The polite side's connection never got going: the impolite side starts over.
+          note(peer, "asked to restart");
+          if (!peer.polite && pc.connectionState !== "connected") { m.close(from); open(from); }
+          return;
+        }
         if (payload.description) {
           const description = payload.description;
+          note(peer, "got " + description.type + " in " + pc.signalingState + (peer.makingOffer ? " making" : ""));
           const collision = description.type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
           peer.ignoreOffer = !peer.polite && collision;
-          if (peer.ignoreOffer) { return; }
+          if (peer.ignoreOffer) { note(peer, "ignored offer"); return; }
           let target = peer;
+          // An offer from a new connection of theirs (its session differs from the one we
+          // answered before): a new connection of ours for it, not a renegotiation.
+          const session = sessionOf(description.sdp);
+          if (description.type === "offer" && peer.session && session !== peer.session) {
+            note(peer, "their new connection");
+            m.close(from);
+            target = open(from);
+          }
           try {
-            await pc.setRemoteDescription(description); // rolls back our own offer if need be
+            await target.pc.setRemoteDescription(description); // rolls back our own offer if need be
           } catch (e) {
             // The other side started over with a new connection (its DTLS keys changed):
             // start over too, with its offer.
-            if (description.type !== "offer") { throw e; }
+            if (description.type !== "offer" || target !== peer) { throw e; }
+            note(peer, "start over: " + e);
             m.close(from);
             target = open(from);
             await target.pc.setRemoteDescription(description);
           }
+          target.session = session;
           if (description.type === "offer") {
             await target.pc.setLocalDescription();
+            note(target, "send " + target.pc.localDescription.type + " " + JSON.stringify(target.pc.localDescription.toJSON()).length);
             send(from, { description: target.pc.localDescription.toJSON() });
           }
           for (const candidate of target.early.splice(0)) { await target.pc.addIceCandidate(candidate).catch(() => {}); }
@@ -781,7 +840,8 @@ function start(root) {
           // Candidates that came before the description they belong to.
           for (const candidate of peer.early.splice(0)) { await pc.addIceCandidate(candidate).catch(() => {}); }
         } else if (payload.candidate) {
-          if (!pc.remoteDescription) { peer.early.push(payload.candidate); return; }
+          if (!pc.remoteDescription) { note(peer, "cand early"); peer.early.push(payload.candidate); return; }
+          note(peer, "cand in");
           try {
             await pc.addIceCandidate(payload.candidate);
           } catch (e) {
@@ -789,6 +849,7 @@ function start(root) {
           }
         }
       } catch (e) {
+        note(peer, "signal failed: " + e);
         console.warn("signal", e);
       }
     };
@@ -797,6 +858,7 @@ function start(root) {
       const peer = m.peers.get(id);
       if (!peer) { return; }
       m.peers.delete(id);
+      clearTimeout(peer.watchdog);
       peer.pc.close();
       peer.tile.figure.remove();
     };
@@ -930,7 +992,7 @@ function start(root) {
     root.meetingStats = async () => {
       const out = [];
       for (const [id, peer] of m.peers) {
-        const entry = { user_id: id, state: peer.pc.connectionState, framesDecoded: 0, audioBytes: 0, videoBytes: 0, frameHeight: 0 };
+        const entry = { user_id: id, state: peer.pc.connectionState, framesDecoded: 0, audioBytes: 0, videoBytes: 0, frameHeight: 0, signaling: peer.pc.signalingState, ice: peer.pc.iceConnectionState, polite: peer.polite, trace: peer.trace.slice() };
         (await peer.pc.getStats()).forEach((r) => {
           if (r.type !== "inbound-rtp") { return; }
           if (r.kind === "video") {
