@@ -25,6 +25,8 @@ from portal.agreements.reminders import FulfilmentLoop
 from portal.analytics import guidance_views, library_views, likeness_views
 from portal.analytics import policy as analytics_policy
 from portal.analytics import views as analytics_views
+from portal.analytics.library import LibraryLoop
+from portal.analytics.likeness import LikenessIndex
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -87,6 +89,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.db = create_sessionmaker(engine)
+        likeness = LikenessIndex(app.state.db)
+        app.state.likeness = likeness
+        likeness.start()
         outbox = OutboxWorker(
             app.state.db,
             vault=app.state.vault,
@@ -104,6 +109,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         fulfilment = FulfilmentLoop(app.state.db, on_sent=outbox.wake)
         app.state.fulfilment = fulfilment
         fulfilment.start()
+        library_loop = LibraryLoop(app.state.db, app.state.vault)
+        app.state.library = library_loop
+        library_loop.start()
         sequencer = LogSequencer(
             app.state.db,
             app.state.log_key,
@@ -130,10 +138,12 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             await recorder.stop()
             await sweeper.stop()
             await sequencer.stop()
+            await library_loop.stop()
             await fulfilment.stop()
             await reminders.stop()
             await outbox.stop()
             await close_socket_server(app.state.sio)
+            await likeness.stop()
             await engine.dispose()
 
     starlette = Starlette(

@@ -240,55 +240,175 @@ async def _seed_demo_cases(
     assert consumer is not None and admin is not None
     store = blob_store(settings)
     for n, spec in enumerate(DEMO_CASES):
-        case = await cases.start_draft(
-            session,
-            consumer,
-            category=spec["category"],
-            region="上海市普陀区",
-            firm_id=firms[spec["firm"]].id,
-            respondent_name="",
-            respondent_credit_code=None,
-            form_key=f"demo-case-{n}-0000000000",
-            ip="127.0.0.1",
-        )
-        await cases.save_claimant(
-            session,
-            vault,
-            case,
-            consumer,
-            filed_as="self",
-            name="张三",
-            id_number="11010519491231002X",
-        )
-        await cases.save_claims(
-            session,
-            case,
-            consumer,
-            amount_fen=spec["amount_fen"],
-            outcomes=["refund"],
-            facts=spec["facts"],
-            incident_date=None,
-        )
-        await cases.save_eligibility(
-            session, case, consumer, dict.fromkeys(cases.ELIGIBILITY_QUESTIONS, False)
-        )
-        for kind in ("identity", "contract"):
-            blob = store.put_bytes(DEMO_PDF + f"{kind} {n}".encode())
-            await cases.add_material(
-                session,
-                case,
-                consumer,
-                kind=kind,
-                filename=f"{kind}.pdf",
-                content_type="application/pdf",
-                size=blob.size,
-                sha256=blob.sha256,
-            )
-        case = await cases.submit_case(session, vault, case, consumer)
+        case = await _demo_case(session, store, vault, consumer, firms[spec["firm"]], spec, n)
         if spec["accept"]:
             case = await cases.accept_case(session, case, admin)
             best = (await cases.suggest_mediators(session, case))[0]
             await cases.assign_mediator(session, case, admin, best.mediator.id)
+    await _seed_demo_history(session, store, vault, consumer, admin, firms)
+
+
+async def _demo_case(
+    session: Any, store: Any, vault: Any, consumer: Any, firm: Any, spec: dict[str, Any], n: int
+) -> Any:
+    """One demo filing through the real services: draft, claimant, claims, eligibility, the
+    two required materials, submission."""
+    from portal.cases import service as cases
+
+    case = await cases.start_draft(
+        session,
+        consumer,
+        category=spec["category"],
+        region="上海市普陀区",
+        firm_id=firm.id,
+        respondent_name="",
+        respondent_credit_code=None,
+        form_key=f"demo-case-{n}-0000000000",
+        ip=spec.get("ip", "127.0.0.1"),
+    )
+    name, id_number = spec.get("claimant", ("张三", "11010519491231002X"))
+    await cases.save_claimant(
+        session, vault, case, consumer, filed_as="self", name=name, id_number=id_number
+    )
+    await cases.save_claims(
+        session,
+        case,
+        consumer,
+        amount_fen=spec["amount_fen"],
+        outcomes=["refund"],
+        facts=spec["facts"],
+        incident_date=None,
+    )
+    await cases.save_eligibility(
+        session, case, consumer, dict.fromkeys(cases.ELIGIBILITY_QUESTIONS, False)
+    )
+    for kind in ("identity", "contract"):
+        blob = store.put_bytes(DEMO_PDF + f"{kind} {n}".encode())
+        await cases.add_material(
+            session,
+            case,
+            consumer,
+            kind=kind,
+            filename=f"{kind}.pdf",
+            content_type="application/pdf",
+            size=blob.size,
+            sha256=blob.sha256,
+        )
+    return await cases.submit_case(session, vault, case, consumer)
+
+
+# Six months of earlier cases, so that the statistics and early warnings have something to show:
+# (days ago, category, firm, amount in yuan, how it ended).
+DEMO_HISTORY_FACTS = {
+    "credit_card": "信用卡账单中出现未经同意的年费和分期手续费，多次联系银行未果，要求退还。",
+    "small_loan": "借款时被收取未告知的服务费和担保费，实际利率远高于合同约定，要求退还多收费用。",
+    "securities_advisory": "投资顾问承诺稳赚不赔，收取高额服务费后荐股大幅亏损，要求退还服务费。",
+}
+# A template complaint, as black-market agents file it, with the names and amounts swapped.
+DEMO_TEMPLATE = (
+    "本人于{month}月经电话推销购买贵司荐股服务，缴纳服务费{amount}元。贵司业务员承诺稳赚不赔、"
+    "月收益不低于百分之二十，但按其推荐操作后严重亏损。贵司未揭示风险，虚假宣传，"
+    "侵犯了本人的知情权和公平交易权。现要求全额退还服务费并赔偿损失，否则将向监管部门投诉。"
+)
+
+
+def _demo_id_number(n: int) -> str:
+    """A valid resident ID number (Shanghai Putuo, born in 1985) for the n-th demo claimant."""
+    from portal.validators import resident_id_check_character
+
+    first17 = f"310107198503{10 + n:02d}{100 + n:03d}"
+    return first17 + resident_id_check_character(first17)
+
+
+async def _seed_demo_history(
+    session: Any, store: Any, vault: Any, consumer: Any, admin: Any, firms: list[Any]
+) -> None:
+    """30 cases over the last six months, mediated to an end (settled, failed or withdrawn)
+    through the real transitions and then dated back; and a recent rise of near-identical
+    complaints against one firm."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from portal.accounts.models import User
+    from portal.cases import service as cases
+    from portal.cases.models import Case
+    from portal.db import utcnow
+    from portal.workdays.service import load_calendar
+
+    now = utcnow()
+    calendar = await load_calendar(session)
+    categories = list(DEMO_HISTORY_FACTS)
+    for i in range(30):
+        category = categories[i % 3]
+        spec: dict[str, Any] = {
+            "category": category,
+            "amount_fen": (1_000 + 700 * i) * 100,
+            "facts": DEMO_HISTORY_FACTS[category],
+        }
+        firm = firms[i % 2]
+        case = await _demo_case(session, store, vault, consumer, firm, spec, 100 + i)
+        case = await cases.accept_case(session, case, admin)
+        best = (await cases.suggest_mediators(session, case))[0]
+        case = await cases.assign_mediator(session, case, admin, best.mediator.id)
+        filed = now - timedelta(days=8 + 6 * i)
+        await session.execute(
+            update(Case)
+            .where(Case.id == case.id)
+            .values(
+                submitted_at=filed,
+                created_at=filed,
+                accepted_at=filed + timedelta(days=1),
+                firm_response="agree" if i % 5 else None,
+            )
+        )
+        await session.commit()
+        await session.refresh(case)
+        mediator = await session.get(User, best.mediator.id)
+        ending = i % 10
+        if ending == 9:
+            continue  # still in mediation
+        if ending == 8:
+            await cases.apply_transition(session, case, consumer, "withdraw", "已与机构自行和解")
+            continue
+        await cases.apply_transition(session, case, mediator, "start_mediation")
+        if ending in (6, 7):
+            await cases.apply_transition(session, case, mediator, "fail", "双方未能达成一致")
+        else:
+            await cases.apply_transition(session, case, mediator, "settle", "双方达成调解协议")
+        # Ended 4 to 25 days after acceptance, as if mediated then (the transitions ran today).
+        accepted = filed + timedelta(days=1)
+        ended = min(accepted + timedelta(days=4 + (7 * i) % 22), now)
+        settled = ending not in (6, 7)
+        await session.execute(
+            update(Case)
+            .where(Case.id == case.id)
+            .values(
+                outcome_at=ended,
+                handling_days=calendar.working_days_between(
+                    cases.today_in_china(accepted), cases.today_in_china(ended)
+                ),
+                agreed_fen=spec["amount_fen"] * 6 // 10 if settled else None,
+                waived_fen=spec["amount_fen"] // 10 if settled else None,
+            )
+        )
+        await session.commit()
+    surname = "王李赵刘陈杨"
+    for j in range(6):
+        spec = {
+            "category": "securities_advisory",
+            "claimant": (f"{surname[j]}{'伟芳敏静强磊'[j]}", _demo_id_number(j)),
+            "amount_fen": (8_000 + 1_500 * j) * 100,
+            "facts": DEMO_TEMPLATE.format(month=j + 3, amount=8_000 + 1_500 * j),
+            "ip": "203.0.113.7",
+        }
+        case = await _demo_case(session, store, vault, consumer, firms[0], spec, 200 + j)
+        await session.execute(
+            update(Case)
+            .where(Case.id == case.id)
+            .values(submitted_at=now - timedelta(days=j % 4, hours=2))
+        )
+        await session.commit()
 
 
 @main.command()

@@ -20,6 +20,9 @@ from starlette.routing import Route
 from portal.accounts import service as accounts
 from portal.accounts.models import User
 from portal.agreements import service as agreements
+from portal.analytics import library
+from portal.analytics.library_models import LibraryEntry
+from portal.analytics.models import RiskNotice
 from portal.cases import service as cases
 from portal.cases.models import Case as CaseRow
 from portal.cases.models import CaseMaterial
@@ -75,6 +78,9 @@ async def build_world(app: Any) -> World:
     case_agreed = await make_case(
         app, people["consumer"], firm_x, status="assigned", mediator_id=people["mediator"].id
     )
+    case_closed = await make_case(
+        app, people["consumer"], firm_x, status="assigned", mediator_id=people["mediator"].id
+    )
     await make_minutes(app, meeting.id, people["mediator"], "调解笔录草稿")
     state = app.starlette.state
     async with state.db() as db:
@@ -117,9 +123,29 @@ async def build_world(app: Any) -> World:
         assert mediator is not None and loaded is not None
         await cases.apply_transition(db, loaded, mediator, "start_mediation")
         await agreements.start(db, state.vault, await agreements.access(db, loaded.id), mediator)
+        closed = await db.get(CaseRow, case_closed.id)
+        assert closed is not None
+        await cases.apply_transition(db, closed, mediator, "start_mediation")
+        await cases.apply_transition(db, closed, mediator, "fail", "双方分歧过大")
+        await cases.apply_transition(db, closed, mediator, "close")
+        await db.commit()
+        await library.sync_library(db, state.vault)
+        library_entry = await db.scalar(select(LibraryEntry.id).limit(1))
+        assert library_entry is not None
         day = await workdays.add_calendar_day(
             db, people["platform_admin"].id, day=date(2031, 1, 1), kind="holiday", name="元旦"
         )
+        risk_notice = RiskNotice(
+            firm_id=firm_x.id,
+            committee_id=committee_a.id,
+            sent_by_id=people["committee_admin"].id,
+            category="",
+            window_days=7,
+            figures={"observed": 8, "expected": 0.1, "baseline": 2, "baseline_days": 180},
+            message="请核查投诉激增原因。",
+        )
+        db.add(risk_notice)
+        await db.commit()
     return World(
         people=people,
         ids={
@@ -144,6 +170,8 @@ async def build_world(app: Any) -> World:
             "day": day.id,
             "meeting": meeting.id,
             "agreed": case_agreed.id,
+            "risk_notice": risk_notice.id,
+            "library_entry": library_entry,
         },
     )
 
@@ -724,6 +752,66 @@ CASES = [
         params=lambda w: {"notification_id": w.ids["notice"]},
     ),
     Case("notify.read_all", "POST", logged_in("done")),
+    Case("analytics.dashboard", "GET", only("ok", *ADMINS)),
+    Case("analytics.export", "GET", only("ok", *ADMINS)),
+    Case("analytics.warnings", "GET", only("ok", *ADMINS)),
+    Case("analytics.send_notice", "POST", only("bad", *ADMINS)),
+    Case("analytics.notices", "GET", only("ok", "firm_rep", *ADMINS)),
+    Case(
+        "analytics.notice",
+        "GET",
+        only("ok", "firm_rep", *ADMINS),
+        params=lambda w: {"notice_id": w.ids["risk_notice"]},
+    ),
+    Case(
+        "analytics.notice",
+        "POST",
+        only("done", "firm_rep"),
+        params=lambda w: {"notice_id": w.ids["risk_notice"]},
+    ),
+    Case(
+        "likeness.compare",
+        "GET",
+        only("ok", "mediator", "committee_admin", "platform_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+    ),
+    Case(
+        "likeness.compare",
+        "GET",
+        only("ok", "platform_admin"),
+        params=lambda w: {"case_id": w.ids["other_case"]},
+        label="someone else's case",
+    ),
+    Case(
+        "likeness.compare",
+        "GET",
+        only("ok"),
+        params=lambda w: {"case_id": w.ids["draft"]},
+        label="a draft",
+    ),
+    Case("likeness.clusters", "GET", only("ok", *ADMINS)),
+    Case("library.search", "GET", only("ok", "mediator", *ADMINS)),
+    Case(
+        "library.entry",
+        "GET",
+        only("ok", "mediator", *ADMINS),
+        params=lambda w: {"entry_id": w.ids["library_entry"]},
+    ),
+    Case(
+        "library.similar",
+        "GET",
+        only("ok", "mediator", *ADMINS),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="the mediator's case",
+    ),
+    Case(
+        "library.similar",
+        "GET",
+        only("ok", "platform_admin"),
+        params=lambda w: {"case_id": w.ids["other_case"]},
+        label="someone else's case",
+    ),
+    Case("guidance.index", "GET", everyone("ok")),
     Case("workdays.calendar", "GET", only("ok", *ADMINS)),
     Case("workdays.calendar", "POST", only("bad", *ADMINS)),
     Case(

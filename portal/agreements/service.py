@@ -939,6 +939,9 @@ async def _take_effect(
                 due_on=payment.due,
             )
         )
+    # What the case recovered and waived, for the oversight figures (portal.analytics).
+    case.agreed_fen = terms.total_fen
+    case.waived_fen = terms.fee_waiver_fen + terms.interest_waiver_fen
     _timeline(db, case, actor.id, "effective", version=row.number)
     record(db, actor.id, "agreement.effective", "agreement", agreement.id, version=row.number)
     await cases.settle_by_agreement(db, case, actor)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from portal.policy import ACL, ALLOW, AclFunction, Collection, Role, role
+from portal.analytics.models import RiskNotice
+from portal.policy import ACL, ALLOW, AclFunction, Collection, Role, committee, firm, role
 
 # Statistics and early warnings: committee administrators (their committee's figures) and
 # platform administrators (all committees).
 DASHBOARD = Collection("dashboard")
 # Template-complaint clusters over time.
 LIKENESS = Collection("likeness")
+# Risk notices: firm representatives see their firm's; administrators the ones they may send.
+NOTICES = Collection("risk_notices")
 # The anonymised library of closed cases: mediators and administrators.
 LIBRARY = Collection("library")
 
@@ -35,8 +38,28 @@ def library_acl(_: Collection) -> ACL:
     ]
 
 
+def notices_acl(_: Collection) -> ACL:
+    return [
+        (ALLOW, role(Role.PLATFORM_ADMIN), "list"),
+        (ALLOW, role(Role.COMMITTEE_ADMIN), "list"),
+        (ALLOW, role(Role.FIRM_REP), "list"),
+    ]
+
+
+def notice_acl(notice: RiskNotice) -> ACL:
+    acl: list[tuple[str, str, str | tuple[str, ...]]] = [
+        (ALLOW, firm(notice.firm_id, Role.FIRM_REP), ("view", "acknowledge")),
+        (ALLOW, role(Role.PLATFORM_ADMIN), "view"),
+    ]
+    if notice.committee_id is not None:
+        acl.append((ALLOW, committee(notice.committee_id, Role.COMMITTEE_ADMIN), "view"))
+    return acl  # type: ignore[return-value]
+
+
 RULES: dict[type | Collection, AclFunction] = {
     DASHBOARD: dashboard_acl,
     LIKENESS: likeness_acl,
     LIBRARY: library_acl,
+    NOTICES: notices_acl,
+    RiskNotice: notice_acl,
 }

@@ -62,6 +62,23 @@ class Case(Base):
             postgresql_include=["id"],
         ),
         Index("ix_cases_submitted_at", "submitted_at"),
+        # The oversight figures (portal.analytics.stats) read only this index: every column
+        # they group or add up, in filing order (migration 0016).
+        Index(
+            "ix_cases_stats",
+            "submitted_at",
+            "committee_id",
+            "category",
+            "respondent_firm_id",
+            "mediator_id",
+            "outcome",
+            "handling_days",
+            "accepted_at",
+            "firm_response",
+            "amount_fen",
+            "agreed_fen",
+            "waived_fen",
+        ),
         Index("ix_cases_status_updated", "status", "updated_at"),
     )
 
@@ -118,6 +135,15 @@ class Case(Base):
     paused_at: Mapped[datetime | None] = mapped_column()
     paused_working_days: Mapped[int] = mapped_column(Integer, default=0)
     filing_ip: Mapped[str] = mapped_column(String(45), default="")
+    # How the case ended, set once by cases.service when it reaches settled, failed,
+    # withdrawn, rejected or ineligible (a settled case stays "settled" when fulfilled and
+    # closed); the working days it took from acceptance (else submission), pauses excluded;
+    # and, when an agreement took effect, what it gives (refund and compensation) and waives.
+    outcome: Mapped[str | None] = mapped_column(String(12))
+    outcome_at: Mapped[datetime | None] = mapped_column()
+    handling_days: Mapped[int | None] = mapped_column(Integer)
+    agreed_fen: Mapped[int | None] = mapped_column(BigInteger)
+    waived_fen: Mapped[int | None] = mapped_column(BigInteger)
     # The wizard's first form carries a random key: submitting it twice opens one draft.
     form_key: Mapped[str | None] = mapped_column(String(40), unique=True)
 

@@ -39,12 +39,19 @@ def case_acl(case: Case) -> ACL:
         (
             ALLOW,
             committee(case.committee_id, Role.COMMITTEE_ADMIN),
-            ("view", "review", "assign", "message", "upload", "view_identity"),
+            ("view", "review", "assign", "message", "upload", "view_identity", "likeness"),
         ),
-        (ALLOW, role(Role.PLATFORM_ADMIN), "view"),
+        # "likeness": the template-complaint panel and side-by-side view (staff only).
+        (ALLOW, role(Role.PLATFORM_ADMIN), ("view", "likeness")),
     ]
     if case.mediator_id is not None:
-        acl.append((ALLOW, user(case.mediator_id), ("view", "message", "upload", "view_identity")))
+        acl.append(
+            (
+                ALLOW,
+                user(case.mediator_id),
+                ("view", "message", "upload", "view_identity", "likeness"),
+            )
+        )
     if case.respondent_firm_id is not None:
         acl.append(
             (

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portal.accounts.models import User
+from portal.analytics import likeness
 from portal.audit.service import record
 from portal.cases.lifecycle import (
     OPEN_STATUSES,
@@ -229,6 +230,8 @@ async def _move(
     before = case.status
     case.status = transition.target.value
     case.updated_at = utcnow()
+    if case.outcome is None and transition.target in ENDINGS:
+        await _record_outcome(db, case)
     event = _event(
         db,
         case,
@@ -243,6 +246,24 @@ async def _move(
     record(db, actor.id, f"case.{transition.name}", "case", case.id, **{"from": before})
     if case.number:
         await evidence.log_event(db, case, event)
+
+
+# The statuses that say how a case ended, for the oversight figures (Case.outcome).
+ENDINGS = frozenset(
+    {Status.SETTLED, Status.FAILED, Status.WITHDRAWN, Status.REJECTED, Status.INELIGIBLE}
+)
+
+
+async def _record_outcome(db: AsyncSession, case: Case) -> None:
+    """How and when the case ended, and the working days it took (from acceptance, else from
+    submission, to today in China, less the days it was paused for the claimant's material)."""
+    case.outcome = case.status
+    case.outcome_at = utcnow()
+    started = case.accepted_at or case.submitted_at
+    if started is not None:
+        calendar = await _calendar(db)
+        days = calendar.working_days_between(today_in_china(started), today_in_china())
+        case.handling_days = max(0, days - (case.paused_working_days or 0))
 
 
 def _check(case: Case, who: Identity, name: str, reason: str = "") -> Transition:
@@ -710,7 +731,13 @@ async def next_case_number(db: AsyncSession, committee: Committee, year: int) ->
     return f"{committee.case_prefix}-{year}-{number:06d}"
 
 
-async def submit_case(db: AsyncSession, vault: DataVault, case: Case, filer: User) -> Case:
+async def submit_case(
+    db: AsyncSession,
+    vault: DataVault,
+    case: Case,
+    filer: User,
+    likeness_index: likeness.LikenessIndex | None = None,
+) -> Case:
     who = Identity(user_id=filer.id, role=Role(filer.role))
     transition = _check(case, who, "submit")
     kinds = {m.kind for m in await materials(db, case)}
@@ -750,6 +777,9 @@ async def submit_case(db: AsyncSession, vault: DataVault, case: Case, filer: Use
         ),
         link=f"/cases/{case.id}",
     )
+    # Template-complaint check (oversight): the filing's fingerprint and its nearest alike
+    # filings, in this transaction. It informs staff and never stops a filing.
+    await likeness.check_filing(db, likeness_index, case)
     await db.commit()
     return case
 
@@ -1265,11 +1295,15 @@ class CaseFilters:
     submitted_to: date | None = None
     due: str = ""  # "overdue", "soon", "firm_silent"
     complexity: str = ""
+    outcome: str = ""  # one of OUTCOME_FILTERS: how the case ended, or "accepted" (ever)
     q: str = ""
     sort: str = "-submitted"
     page: int = 1
     per_page: int = 50
 
+
+# The list's "outcome" filter: the same sets of cases the oversight figures count.
+OUTCOME_FILTERS = ("accepted", *sorted(s.value for s in ENDINGS))
 
 SORTS: dict[str, Any] = {
     "-submitted": Case.submitted_at.desc(),
@@ -1465,6 +1499,10 @@ async def list_cases(
         query = query.where(Case.committee_id == filters.committee_id)
     if filters.complexity:
         query = query.where(Case.complexity == filters.complexity)
+    if filters.outcome == "accepted":
+        query = query.where(Case.accepted_at.is_not(None))
+    elif filters.outcome:
+        query = query.where(Case.outcome == filters.outcome)
     if filters.submitted_from:
         query = query.where(
             Case.submitted_at >= datetime.combine(filters.submitted_from, datetime.min.time(), TZ)

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from portal.accounts.models import User
 from portal.agreements import service as agreements
 from portal.agreements.policy import LitigationAccess, SurveyAccess
+from portal.analytics import likeness_views
 from portal.cases import service
 from portal.cases.forms import (
     ClaimantForm,
@@ -118,6 +119,9 @@ async def case_list(request: Request) -> Response:
         else "",
         complexity=params.get("complexity", "")
         if params.get("complexity") in ("simple", "complex")
+        else "",
+        outcome=params.get("outcome", "")
+        if params.get("outcome") in service.OUTCOME_FILTERS
         else "",
         q=params.get("q", "").strip()[:100],
         sort=params.get("sort", "-submitted"),
@@ -318,7 +322,9 @@ async def submit_case(request: Request) -> Response:
             return redirect(request, "cases.detail", case_id=case.id)
         require(request, "edit", case)
         try:
-            await service.submit_case(db, request.app.state.vault, case, user)
+            await service.submit_case(
+                db, request.app.state.vault, case, user, likeness_views.running_index(request)
+            )
         except DomainError as exc:
             response = redirect(request, "cases.edit", case_id=case.id, step="review")
             return flash(request, response, exc.message, "error")
@@ -423,6 +429,11 @@ async def case_detail(request: Request) -> Response:
             return redirect(request, "cases.edit", case_id=case.id, step="review")
         page = await service.case_page(db, case, who)
         agreement = await agreements.access(db, case.id)
+        likeness = (
+            await likeness_views.case_summary(request, db, case)
+            if permits(request, "likeness", case) and not is_htmx(request)
+            else None
+        )
     return render(
         request,
         "cases/detail.html",
@@ -451,6 +462,7 @@ async def case_detail(request: Request) -> Response:
             "service_next_step": service.next_step,
             "evidence_item": lambda m: Item(m, case),
             "max_mb": request.app.state.settings.evidence_max_mb,
+            "likeness": likeness,
             **CHOICES,
         },
         block="live",
