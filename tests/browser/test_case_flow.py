@@ -13,8 +13,12 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
 
-def log_in(browser: Any, url: str, login: str, viewport: dict[str, int]) -> Any:
-    page = browser.new_context(viewport=viewport).new_page()
+def log_in(
+    browser: Any, url: str, login: str, viewport: dict[str, int], locale: str | None = None
+) -> Any:
+    """A new browser context (with the browser's language ``locale`` if given), logged in."""
+    context = browser.new_context(viewport=viewport, **({"locale": locale} if locale else {}))
+    page = context.new_page()
     page.goto(url + "/accounts/login")
     page.fill("#f-login", login)
     page.fill("#f-password", "Jiefen-Demo-2026")

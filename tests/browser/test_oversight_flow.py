@@ -9,22 +9,11 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-
-def log_in(browser: Any, url: str, login: str, viewport: dict[str, int]) -> Any:
-    page = browser.new_context(viewport=viewport, locale="zh-CN").new_page()
-    page.goto(url + "/accounts/login")
-    page.fill("#f-login", login)
-    page.fill("#f-password", "Jiefen-Demo-2026")
-    page.click("button[type=submit].primary")
-    page.wait_for_selector("[data-testid=welcome]")
-    return page
+from tests.browser.test_case_flow import DESKTOP, PHONE, log_in
 
 
 def test_statistics_warning_and_risk_notice(portal_url: str, browser: Any, shot: Any) -> None:
-    admin = log_in(browser, portal_url, "admin@jiefen.example", DESKTOP)
+    admin = log_in(browser, portal_url, "admin@jiefen.example", DESKTOP, "zh-CN")
     admin.click("[data-testid=nav-stats]")
     expect(admin.locator("[data-testid=kpis]")).to_be_visible()
     # The demo: 38 cases filed in the last twelve months, 18 settled and 6 failed.
@@ -55,7 +44,7 @@ def test_statistics_warning_and_risk_notice(portal_url: str, browser: Any, shot:
     expect(admin.locator("[data-testid=notice-message]")).to_be_visible()
     notice_url = admin.url
 
-    firm = log_in(browser, portal_url, "firm@jiefen.example", PHONE)
+    firm = log_in(browser, portal_url, "firm@jiefen.example", PHONE, "zh-CN")
     firm.goto(portal_url + "/notices")
     firm.locator("[data-testid=notices] a").first.click()
     assert firm.url == notice_url
@@ -68,7 +57,7 @@ def test_statistics_warning_and_risk_notice(portal_url: str, browser: Any, shot:
     admin.goto(notice_url)
     expect(admin.locator("[data-testid=notice-reply]")).to_contain_text("专项小组")
 
-    phone = log_in(browser, portal_url, "admin@jiefen.example", PHONE)
+    phone = log_in(browser, portal_url, "admin@jiefen.example", PHONE, "zh-CN")
     phone.goto(portal_url + "/admin/stats")
     expect(phone.locator("[data-testid=kpi-received]")).to_have_text("38")
     shot(phone, "63-statistics-phone")
