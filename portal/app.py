@@ -27,6 +27,7 @@ from portal.analytics import policy as analytics_policy
 from portal.analytics import views as analytics_views
 from portal.analytics.library import LibraryLoop
 from portal.analytics.likeness import LikenessIndex
+from portal.analytics.rollup import RollupLoop
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -112,6 +113,9 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         library_loop = LibraryLoop(app.state.db, app.state.vault)
         app.state.library = library_loop
         library_loop.start()
+        rollup_loop = RollupLoop(app.state.db)
+        app.state.rollup = rollup_loop
+        rollup_loop.start()
         sequencer = LogSequencer(
             app.state.db,
             app.state.log_key,
@@ -138,6 +142,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             await recorder.stop()
             await sweeper.stop()
             await sequencer.stop()
+            await rollup_loop.stop()
             await library_loop.stop()
             await fulfilment.stop()
             await reminders.stop()

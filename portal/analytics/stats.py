@@ -4,10 +4,12 @@ Every figure counts the cases *filed* (submitted) in a date range, China time, e
 staff case list's "from"/"to" filter does; the counts by outcome are the list's "outcome"
 filter. So a figure and the list it links to always show the same cases.
 
-The database does the counting: one GROUP BY per breakdown (month, category, firm, committee,
-mediator) over the columns of ``ix_cases_stats``, with the working days in the group key so
-that the median and 90th percentile are exact (working days are small whole numbers, so the
-groups stay few). Regions are the committees' regions, added up here.
+Whole months are read from the running totals that triggers keep (portal.analytics.rollup);
+the rest is counted by the database: one GROUP BY per breakdown (month, category, firm,
+committee, mediator) over the columns of ``ix_cases_stats``, with the working days in the group
+key so that the median and 90th percentile are exact (working days are small whole numbers, so
+the groups stay few). Both ways give the same figures. Regions are the committees' regions,
+added up here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -25,6 +27,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from portal.accounts.models import User
 from portal.agreements.models import Agreement, Instalment, InstalmentState, Survey
+from portal.analytics import rollup
+from portal.analytics.rollup_models import BY_CATEGORY, BY_FIRM, BY_MEDIATOR, FIGURES
 from portal.cases.lifecycle import OPEN_STATUSES, Status
 from portal.cases.models import Case
 from portal.cases.service import TZ, today_in_china
@@ -142,20 +146,7 @@ class Figures:
     days: Counter[int] = field(default_factory=Counter)
 
     def add(self, other: Figures) -> None:
-        for name in (
-            "received",
-            "accepted",
-            "settled",
-            "failed",
-            "withdrawn",
-            "rejected",
-            "claimed_fen",
-            "agreed_fen",
-            "waived_fen",
-            "paid_fen",
-            "firm_asked",
-            "firm_answered",
-        ):
+        for name in (*FIGURES, "paid_fen"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.days.update(other.days)
 
@@ -281,15 +272,6 @@ async def _breakdown(db: AsyncSession, query: StatsQuery, key: Any) -> dict[Any,
         figures.firm_answered += int(row[12])
         if row[1] is not None:
             figures.days[int(row[1])] += count
-    paid = (
-        select(key, func.sum(Instalment.paid_fen))
-        .join(Agreement, Agreement.case_id == Case.id)
-        .join(Instalment, Instalment.agreement_id == Agreement.id)
-        .where(Instalment.state == InstalmentState.CONFIRMED.value)
-        .group_by(key)
-    )
-    for group_key, amount in await db.execute(_where(paid, query)):
-        groups.setdefault(group_key, Figures()).paid_fen += int(amount or 0)
     return groups
 
 
@@ -311,16 +293,121 @@ async def _names(db: AsyncSession, model: Any, ids: Iterable[Any]) -> dict[int, 
     return {row.id: row for row in await db.scalars(select(model).where(model.id.in_(wanted)))}
 
 
-async def dashboard(db: AsyncSession, query: StatsQuery, unnamed: str = "—") -> Dashboard:
-    """Every figure of the dashboard for the cases ``query`` selects."""
-    months = await _breakdown(db, query, _month_key(db))
+KEYED = ("month", "category", "firm", "committee", "mediator")
+
+
+def _keys(db: AsyncSession) -> dict[str, Any]:
+    return {
+        "month": _month_key(db),
+        "category": Case.category,
+        "firm": Case.respondent_firm_id,
+        "committee": Case.committee_id,
+        "mediator": Case.mediator_id,
+    }
+
+
+async def _paid(db: AsyncSession, query: StatsQuery) -> list[tuple[dict[str, Any], int]]:
+    """The confirmed payments of the cases ``query`` selects, by every breakdown's key at once
+    (payments change without their case changing, so they are not in the running totals)."""
+    keys = _keys(db)
+    statement = (
+        select(*keys.values(), func.sum(Instalment.paid_fen))
+        .join(Agreement, Agreement.case_id == Case.id)
+        .join(Instalment, Instalment.agreement_id == Agreement.id)
+        .where(Instalment.state == InstalmentState.CONFIRMED.value)
+        .group_by(*keys.values())
+    )
+    return [
+        (dict(zip(keys, row[:-1], strict=True)), int(row[-1] or 0))
+        for row in await db.execute(_where(statement, query))
+    ]
+
+
+def _full_months(query: StatsQuery) -> tuple[date, date] | None:
+    """The first and last day of the whole calendar months inside the range, if any."""
+    first = (
+        query.start
+        if query.start.day == 1
+        else (query.start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    )
+    last = (query.end + timedelta(days=1)).replace(day=1) - timedelta(days=1)
+    return (first, last) if first <= last else None
+
+
+def _merge(into: dict[Any, Figures], more: dict[Any, Figures]) -> None:
+    for key, figures in more.items():
+        into.setdefault(key, Figures()).add(figures)
+
+
+def _from_totals(figures: Figures, total: rollup.Sum) -> None:
+    for name, value in total.named().items():
+        setattr(figures, name, getattr(figures, name) + value)
+    figures.days.update(total.counter())
+
+
+def _ref(dim: str) -> int | None:
+    return int(dim) if dim else None
+
+
+async def _figures(
+    db: AsyncSession, query: StatsQuery, use_rollup: bool
+) -> dict[str, dict[Any, Figures]]:
+    """The figures by month, category, firm, committee and mediator. Whole months come from
+    the running totals (portal.analytics.rollup); the days of a month cut by the range, a
+    firm's own figures, and a category's firms and mediators are counted from the cases."""
+    keys = _keys(db)
+    found: dict[str, dict[Any, Figures]] = {name: {} for name in KEYED}
+    span = _full_months(query) if use_rollup and query.firm_id is None else None
+    counted: list[str] = list(KEYED)  # counted from the cases over the whole range
+    edges: list[StatsQuery] = []  # … over the days outside whole months
+    if span is not None:
+        first, last = span
+        if query.start < first:
+            edges.append(replace(query, end=first - timedelta(days=1)))
+        if last < query.end:
+            edges.append(replace(query, start=last + timedelta(days=1)))
+        months = (first.strftime("%Y-%m"), last.strftime("%Y-%m"))
+        where = rollup.Slice(BY_CATEGORY, *months, query.committee_id, query.category or None)
+        by_cell = await rollup.totals(db, where, ("month", "committee_id", "dim"))
+        added: dict[str, dict[Any, rollup.Sum]] = {"month": {}, "category": {}, "committee": {}}
+        for (month, committee_id, category), total in by_cell.items():
+            for name, key in (
+                ("month", month),
+                ("category", category),
+                ("committee", committee_id),
+            ):
+                added[name].setdefault(key, rollup.Sum()).add(total)
+        for name, sums in added.items():
+            for key, total in sums.items():
+                _from_totals(found[name].setdefault(key, Figures()), total)
+        counted = ["firm", "mediator"] if query.category else []
+        for name, kind in (("firm", BY_FIRM), ("mediator", BY_MEDIATOR)):
+            if name in counted:
+                continue
+            where = rollup.Slice(kind, *months, query.committee_id)
+            for (dim,), total in (await rollup.totals(db, where, ("dim",))).items():
+                _from_totals(found[name].setdefault(_ref(dim), Figures()), total)
+    for name in KEYED:
+        for part in [query] if name in counted else edges:
+            _merge(found[name], await _breakdown(db, part, keys[name]))
+    for key_values, amount in await _paid(db, query):
+        for name in KEYED:
+            found[name].setdefault(key_values[name], Figures()).paid_fen += amount
+    return found
+
+
+async def dashboard(
+    db: AsyncSession, query: StatsQuery, unnamed: str = "—", *, rollup: bool = True
+) -> Dashboard:
+    """Every figure of the dashboard for the cases ``query`` selects. ``rollup=False`` counts
+    every case afresh instead of reading the running totals (the two always agree)."""
+    figures_by = await _figures(db, query, rollup)
+    months, by_category, by_firm, by_committee, by_mediator = (
+        figures_by[name] for name in ("month", "category", "firm", "committee", "mediator")
+    )
     total = Figures()
     for figures in months.values():
         total.add(figures)
-    by_category = await _breakdown(db, query, Case.category)
-    by_firm = await _breakdown(db, query, Case.respondent_firm_id)
-    by_committee = await _breakdown(db, query, Case.committee_id)
-    by_mediator = await _breakdown(db, query, Case.mediator_id)
 
     firms = {firm_id: firm.name for firm_id, firm in (await _names(db, Firm, by_firm)).items()}
     committees = await _names(db, Committee, by_committee)
