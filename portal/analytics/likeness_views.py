@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from portal.analytics import likeness
+from portal.analytics import library, likeness
 from portal.analytics.likeness import LikenessIndex
 from portal.analytics.policy import LIKENESS
 from portal.cases import service as cases
@@ -52,26 +52,36 @@ async def case_summary(request: Request, db: AsyncSession, case: Case) -> likene
 
 
 async def compare(request: Request) -> Response:
-    """This filing's facts beside each of its nearest alike filings' facts."""
+    """This filing's facts beside each of its nearest alike filings' facts. A filing this
+    person may not open (another mediator's case, say) is shown anonymised as the case
+    library is: the wording that makes it a template stays, its parties' data does not."""
     async with db_session(request) as db:
         case = await cases.get_case(db, request.path_params["case_id"])
         require(request, "likeness", case)
         result = await likeness.compare(db, await index_for(request), case, identity(request))
+        viewable = {near.case.id: permits(request, "view", near.case) for near in result.nearest}
+        hidden = [near.case for near in result.nearest if not viewable[near.case.id]]
+        known = await library.known_people(db, request.app.state.vault, hidden)
+    nearest = []
+    for near in result.nearest:
+        theirs = near.case.facts
+        if not viewable[near.case.id]:
+            theirs = library.anonymise(theirs, known[near.case.id])
+        nearest.append(
+            {
+                "near": near,
+                "mine": likeness.passages(case.facts, theirs),
+                "theirs": likeness.passages(theirs, case.facts),
+                "viewable": viewable[near.case.id],
+            }
+        )
     return render(
         request,
         "analytics/likeness_compare.html",
         {
             "case": case,
             "summary": result.summary,
-            "nearest": [
-                {
-                    "near": near,
-                    "mine": likeness.passages(case.facts, near.case.facts),
-                    "theirs": likeness.passages(near.case.facts, case.facts),
-                    "viewable": permits(request, "view", near.case),
-                }
-                for near in result.nearest
-            ],
+            "nearest": nearest,
             "same_agent": [(c, permits(request, "view", c)) for c in result.same_agent],
         },
     )

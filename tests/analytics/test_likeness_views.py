@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 
+from portal.analytics import library
 from portal.analytics.likeness import LikenessIndex
 from portal.policy import Role
 from tests.analytics.test_likeness import claimant, file, independent_texts, template_texts
 from tests.conftest import log_in
-from tests.factories import Person, make_case, make_committee, make_firm, make_user
+from tests.factories import Person, make_case, make_committee, make_firm, make_user, verify_phone
 
 
 @asynccontextmanager
@@ -24,6 +25,9 @@ async def browser(app: Any, person: Person | None) -> AsyncIterator[httpx.AsyncC
         if person is not None:
             await log_in(client, person.login, person.password)
         yield client
+
+
+PHONE = "13912345678"
 
 
 async def world(app: Any) -> dict[str, Any]:
@@ -49,7 +53,11 @@ async def world(app: Any) -> dict[str, Any]:
         mediator_id=people["mediator"].id,
         facts=cards[0],
     )
-    alike = [await file(app, await claimant(app), t, firm=firm) for t in cards[1:]]
+    # One of them with its claimant's phone number in the facts.
+    phoned = await make_user(app, Role.CONSUMER, phone=PHONE)
+    await verify_phone(app, phoned)
+    alike = [await file(app, phoned, cards[1] + f"我的手机号是{PHONE}。", firm=firm)]
+    alike += [await file(app, await claimant(app), t, firm=firm) for t in cards[2:]]
     insured = [
         await file(app, await claimant(app), t, category="insurance")
         for t in template_texts(2, seed=32, topic="insurance", number=1)
@@ -129,16 +137,23 @@ async def test_staff_see_the_panel_and_the_side_by_side_view_parties_do_not(app:
         assert (await client.get("/cases/999999/likeness")).status_code == 404
 
 
-async def test_a_mediator_sees_the_other_filings_facts_but_no_link_to_them(app: Any) -> None:
+async def test_a_mediator_sees_other_filings_anonymised_and_without_a_link(app: Any) -> None:
+    """The mediator of the target case may not open the other filings: their facts are shown
+    as the case library shows them (the template's wording, not the claimant's phone)."""
     w = await world(app)
+    other = w["alike"][0]
     async with browser(app, w["people"]["mediator"]) as client:
         compare = await client.get(f"/cases/{w['target'].id}/likeness")
-    other = w["alike"][0]
-    assert other.facts[:30] in plain(compare.text)
+    text = plain(compare.text)
+    assert f"likeness-near-{other.id}" in ids_in(compare.text)
+    assert PHONE not in text and "【手机号】" in text
+    assert library.anonymise(other.facts)[:30] in text
+    assert "<mark>" in compare.text  # the copied passages are still marked
     assert f'href="/cases/{other.id}"' not in compare.text
     async with browser(app, w["people"]["committee_admin"]) as client:
         compare = await client.get(f"/cases/{w['target'].id}/likeness")
     assert f'href="/cases/{other.id}"' in compare.text
+    assert PHONE in plain(compare.text)  # an administrator may open the case anyway
 
 
 async def test_clusters_by_scope(app: Any) -> None:
