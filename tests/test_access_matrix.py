@@ -315,6 +315,7 @@ CASES = [
     Case("accounts.phone", "GET", logged_in("ok")),
     Case("accounts.phone", "POST", logged_in("bad"), data={"action": "verify", "code": "1"}),
     Case("cases.list", "GET", logged_in("ok")),
+    Case("cases.export", "GET", logged_in("ok")),
     Case("cases.new", "GET", only("ok", "consumer", "firm_rep")),
     Case("cases.new", "POST", only("bad", "consumer", "firm_rep")),
     Case(

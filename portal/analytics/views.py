@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
+from portal import exports
 from portal.analytics import alerts, charts, stats
 from portal.analytics.policy import DASHBOARD, NOTICES
 from portal.errors import DomainError
@@ -41,9 +37,6 @@ BREAKDOWN_TITLES: dict[str, Msg] = {
     "region": _l("By region"),
     "mediator": _l("By mediator"),
 }
-FORMATS = ("csv", "xlsx")
-# A cell that a spreadsheet would read as a formula is written with a leading apostrophe.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _yuan(fen: int) -> str:
@@ -125,13 +118,6 @@ def _rows(request: Request, board: stats.Dashboard, breakdown: str) -> Iterator[
     for group in board.breakdowns[breakdown]:
         yield [_label(request, breakdown, group), *_cells(group.figures)]
     yield [tr(request, _l("All")), *_cells(board.total)]
-
-
-def safe_cell(value: Any) -> Any:
-    """Text that a spreadsheet would take for a formula, neutralised with an apostrophe."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def _chart_data(request: Request, board: stats.Dashboard) -> dict[str, Any]:
@@ -230,50 +216,12 @@ async def dashboard(request: Request) -> Response:
     )
 
 
-def _csv(lines: Iterator[Sequence[Any]]) -> Iterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    yield "\ufeff".encode()  # so that Excel reads the file as UTF-8
-    for line in lines:
-        writer.writerow([safe_cell(value) for value in line])
-        yield buffer.getvalue().encode("utf-8")
-        buffer.seek(0)
-        buffer.truncate()
-
-
-def _xlsx(lines: Iterator[Sequence[Any]]) -> str:
-    """The workbook written row by row to a temporary file (xlsxwriter's constant memory mode);
-    returns its path."""
-    import xlsxwriter
-
-    handle, path = tempfile.mkstemp(suffix=".xlsx")
-    os.close(handle)
-    workbook = xlsxwriter.Workbook(
-        path, {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
-    )
-    sheet = workbook.add_worksheet()
-    for r, line in enumerate(lines):
-        for c, value in enumerate(line):
-            if isinstance(value, str):
-                sheet.write_string(r, c, value)
-            else:
-                sheet.write_number(r, c, value)
-    workbook.close()
-    return path
-
-
-def _file_chunks(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(64 * 1024):
-            yield chunk
-
-
 async def export(request: Request) -> Response:
     require(request, "export", DASHBOARD)
     params = request.query_params
     breakdown = params.get("breakdown", "month")
     fmt = params.get("format", "csv")
-    if breakdown not in stats.BREAKDOWNS or fmt not in FORMATS:
+    if breakdown not in stats.BREAKDOWNS or fmt not in exports.FORMATS:
         return Response(tr(request, _l("Unknown export.")), status_code=400)
     try:
         query = stats.parse_query(params, identity(request))
@@ -281,20 +229,9 @@ async def export(request: Request) -> Response:
         return Response(tr(request, exc.message), status_code=400)
     async with db_session(request) as db:
         board = await stats.dashboard(db, query, unnamed=tr(request, _l("None")))
-    name = f"jiefen-{breakdown}-{query.start.isoformat()}-{query.end.isoformat()}.{fmt}"
-    lines = iter([_headers(request, breakdown), *_rows(request, board, breakdown)])
-    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
-    if fmt == "csv":
-        return StreamingResponse(
-            _csv(lines), media_type="text/csv; charset=utf-8", headers=disposition
-        )
-    path = _xlsx(lines)
-    return StreamingResponse(
-        _file_chunks(path),
-        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        headers=disposition,
-        background=BackgroundTask(os.unlink, path),
-    )
+    name = f"jiefen-{breakdown}-{query.start.isoformat()}-{query.end.isoformat()}"
+    lines = [_headers(request, breakdown), *_rows(request, board, breakdown)]
+    return await exports.download(fmt, name, lines)
 
 
 # -- early warnings and risk notices ----------------------------------------------------------

@@ -26,7 +26,8 @@ def cases_acl(_: Collection) -> ACL:
     return [
         (ALLOW, role(Role.CONSUMER), ("list", "file")),
         (ALLOW, role(Role.FIRM_REP), ("list", "file")),
-        (ALLOW, AUTHENTICATED, "list"),
+        # The export holds the same cases as the list (its scope), and only the list's columns.
+        (ALLOW, AUTHENTICATED, ("list", "export")),
     ]
 
 

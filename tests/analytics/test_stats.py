@@ -14,10 +14,10 @@ from sqlalchemy import select, update
 
 from portal.accounts.models import User
 from portal.analytics import stats
-from portal.analytics.views import safe_cell
 from portal.cases import service as cases
 from portal.cases.models import Case
 from portal.errors import DomainError
+from portal.exports import safe_cell
 from portal.policy import Identity, Role
 from tests.conftest import log_in
 from tests.factories import make_case, make_committee, make_firm, make_user, verify_phone
