@@ -1520,6 +1520,22 @@ async def _matching(db: AsyncSession, who: Identity, filters: CaseFilters) -> Se
     return query
 
 
+async def _searched(
+    db: AsyncSession, vault: DataVault, query: Select[Any], filters: CaseFilters, limit: int
+) -> list[int]:
+    """The ids of ``query`` matching the search, the newest ``limit`` of them, in the list's
+    order (newest filing first unless another order is chosen)."""
+    ids = await _search_ids(db, vault, query, filters.q, limit)
+    if filters.sort not in ("", "-submitted") and ids:
+        order = SORTS.get(filters.sort, SORTS["-submitted"])
+        ids = list(
+            await db.scalars(
+                select(Case.id).where(Case.id.in_(ids)).order_by(order, Case.id.desc())
+            )
+        )
+    return ids
+
+
 async def list_cases(
     db: AsyncSession, vault: DataVault, who: Identity, filters: CaseFilters
 ) -> tuple[list[Any], int]:
@@ -1537,13 +1553,7 @@ async def list_cases(
     offset = (page - 1) * filters.per_page
     wanted = max(COUNT_CAP + 1, offset + filters.per_page)
     if filters.q:
-        ids = await _search_ids(db, vault, query, filters.q, wanted)
-        if filters.sort not in ("", "-submitted") and ids:
-            ids = list(
-                await db.scalars(
-                    select(Case.id).where(Case.id.in_(ids)).order_by(order, Case.id.desc())
-                )
-            )
+        ids = await _searched(db, vault, query, filters, wanted)
         total = min(len(ids), COUNT_CAP + 1)
         page_ids = ids[offset : offset + filters.per_page]
     else:
@@ -1566,9 +1576,10 @@ async def list_cases(
 
 # The export's columns: the list's, with the filing time and the outcome.
 EXPORT_COLUMNS = (*LIST_COLUMNS, Case.submitted_at, Case.outcome)
-# A search exports at most this many matches (the search reads the newest first); without
-# one, every matching case is exported.
-EXPORT_SEARCH_MAX = 50_000
+# A search exports at most this many matches (the search reads the newest first; and one
+# statement binds at most 32,766 values on SQLite, 32,767 on PostgreSQL); without a search,
+# every matching case is exported.
+EXPORT_SEARCH_MAX = 20_000
 EXPORT_BATCH = 500
 
 
@@ -1580,13 +1591,7 @@ async def export_rows(
     query = await _matching(db, who, filters)
     order = SORTS.get(filters.sort, SORTS["-submitted"])
     if filters.q:
-        ids = await _search_ids(db, vault, query, filters.q, EXPORT_SEARCH_MAX)
-        if filters.sort not in ("", "-submitted") and ids:
-            ids = list(
-                await db.scalars(
-                    select(Case.id).where(Case.id.in_(ids)).order_by(order, Case.id.desc())
-                )
-            )
+        ids = await _searched(db, vault, query, filters, EXPORT_SEARCH_MAX)
         for start in range(0, len(ids), EXPORT_BATCH):
             chunk = ids[start : start + EXPORT_BATCH]
             rows = await db.execute(select(*EXPORT_COLUMNS).where(Case.id.in_(chunk)))

@@ -104,6 +104,11 @@ async def test_filters_columns_and_formula_cells(app: Any) -> None:
         assert {row[0] for row in rows[1:]} == {numbers[0], numbers[2]} == _listed(page)
         # The list links to the export with its filters.
         assert "/cases/export?category=credit_card&amp;format=csv" in page
+        # A search, in another order: the same cases as the list, in the list's order.
+        searched = _csv_rows(await client.get("/cases/export?format=csv&q=信用卡&sort=-amount"))
+        page = (await client.get("/cases?q=信用卡&sort=-amount")).text
+        in_page = re.findall(r'href="/cases/\d+">([^<]+)</a>', page)
+        assert [row[0] for row in searched[1:]] == in_page and len(in_page) == 3
         everything = _csv_rows(await client.get("/cases/export?format=csv&sort=-amount"))
     header = everything[0]
     assert header[0] == "案件编号" and len(header) == 10
