@@ -156,7 +156,7 @@ async def totals(db: AsyncSession, where: Slice, by: Sequence[str]) -> dict[tupl
         key = tuple(row[:n])
         part = row[n]
         if part == 0:
-            found[key] = Sum([int(v or 0) for v in row[n + 3 :]])
+            found.setdefault(key, Sum()).add_figures([int(v or 0) for v in row[n + 3 :]])
         elif part == 1:
             histograms.setdefault(key, []).append(row[n + 1])
         else:
@@ -164,7 +164,7 @@ async def totals(db: AsyncSession, where: Slice, by: Sequence[str]) -> dict[tupl
     for key, stored in histograms.items():
         width = max(len(days) for days in stored)
         padded = b"".join(days.ljust(width, b"\0") for days in stored)
-        found[key].add_days(
+        found.setdefault(key, Sum()).add_days(
             np.frombuffer(padded, dtype="<i4").reshape(len(stored), -1).sum(axis=0, dtype=np.int64)
         )
     # A group whose cases all moved elsewhere while the change was not folded yet.
