@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Test files run in parallel workers, each with its own databases and Redis channels.
+TEST_WORKERS ?= 2
 
 .PHONY: help run test lint typecheck format check messages migration clean
 
@@ -24,7 +26,7 @@ run: $(STAMP) ## Migrate SQLite, seed the demo data and serve http://127.0.0.1:8
 	$(BIN)/jiefen serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL, Redis, Chromium tests skip when absent, outside CI)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             root=settings.recordings_dir,
             limit=settings.recording_limit,
             redis_url=settings.redis_url,
+            redis_prefix=settings.redis_prefix,
             ice=lambda: recorder_ice_servers(settings, utcnow()),
         )
         app.state.meeting_sockets.recorder = recorder
@@ -225,6 +226,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     sio = create_socket_server(
         authenticate,
         redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
         allowed_origins=_origins(settings),
         features=[meetings],
     )

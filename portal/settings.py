@@ -74,6 +74,9 @@ class Settings:
     var_dir: Path = Path("var")
     storage_dir: Path = Path("var/storage")
     redis_url: str | None = None
+    # Names this deployment's Redis channels, so deployments (or test workers) sharing one
+    # Redis never hear each other's rooms.
+    redis_prefix: str = "jiefen"
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     base_url: str = "http://127.0.0.1:8000"
     default_locale: str = "zh_CN"
@@ -171,6 +174,7 @@ class Settings:
             var_dir=var_dir,
             storage_dir=Path(env.get("STORAGE_DIR", str(var_dir / "storage"))),
             redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("REDIS_PREFIX", "jiefen"),
             smtp=smtp,
             base_url=env.get("BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
             default_locale=default_locale,

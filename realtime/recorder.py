@@ -394,7 +394,6 @@ def prepare(
 
 
 IceServers = Callable[[], list[RTCIceServer]]
-BROADCAST = "jiefen:recorder:all"
 # Sealing that fails this many times in a row is given up: the recording is reported lost
 # (its folder is kept for an administrator).
 SEAL_ATTEMPTS = 3
@@ -414,6 +413,7 @@ class RecorderHost(BackgroundLoop):
         root: Path,
         limit: int,
         redis_url: str | None = None,
+        redis_prefix: str = "jiefen",
         ice: IceServers | None = None,
         interval: float = 1.0,
         stale: float = 45.0,
@@ -437,12 +437,14 @@ class RecorderHost(BackgroundLoop):
         # through Redis, on the channel named after that process; a change that concerns
         # recordings wakes every process's loop through the broadcast channel.
         self._redis_url = redis_url
+        self._prefix = f"{redis_prefix}:recorder"
+        self._broadcast = f"{self._prefix}:all"
         self._redis: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._nudges: set[asyncio.Task[None]] = set()
 
     def _channel(self, process: str) -> str:
-        return f"jiefen:recorder:{process}"
+        return f"{self._prefix}:{process}"
 
     # The recorder has failed when, for this long, nobody who should be recorded has a
     # working connection to it (their clients reconnect well within it after a blip).
@@ -453,7 +455,7 @@ class RecorderHost(BackgroundLoop):
         assert self._redis is not None
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._channel(self.process), BROADCAST)
+            await pubsub.subscribe(self._channel(self.process), self._broadcast)
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
@@ -495,7 +497,7 @@ class RecorderHost(BackgroundLoop):
     async def _publish_wake(self) -> None:
         with contextlib.suppress(Exception):
             if self._redis is not None:
-                await self._redis.publish(BROADCAST, json.dumps({"wake": 1}))
+                await self._redis.publish(self._broadcast, json.dumps({"wake": 1}))
 
     @property
     def process(self) -> str:

@@ -87,11 +87,16 @@ def create_socket_server(
     authenticate: Authenticate,
     *,
     redis_url: str | None,
+    redis_prefix: str = "jiefen",
     allowed_origins: list[str],
     features: Sequence[SocketFeature] = (),
 ) -> socketio.AsyncServer:
     """Several processes share rooms through Redis when ``redis_url`` is set."""
-    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+    manager = (
+        socketio.AsyncRedisManager(redis_url, channel=f"{redis_prefix}:socketio")
+        if redis_url
+        else None
+    )
     sio = socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,

@@ -36,6 +36,8 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Parallel test workers (pytest-xdist) share the Redis server: each names its own channels.
+REDIS_PREFIX = f"jiefen-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "var" / "artifacts"
@@ -97,6 +99,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: Any) -> Setting
         "var_dir": var_dir,
         "storage_dir": var_dir / "storage",
         "base_url": "http://testserver",
+        "redis_prefix": REDIS_PREFIX,
     }
     values.update(overrides)
     return Settings(**values)
