@@ -28,6 +28,10 @@ from portal.analytics import views as analytics_views
 from portal.analytics.library import LibraryLoop
 from portal.analytics.likeness import LikenessIndex
 from portal.analytics.rollup import RollupLoop
+from portal.api import manage_views as api_manage_views
+from portal.api import policy as api_policy
+from portal.api import views as api_views
+from portal.api.limits import RateLimit
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -137,9 +141,11 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         )
         app.state.meeting_sockets.recorder = recorder
         recorder.start()
+        app.state.api_rate = RateLimit(settings)
         try:
             yield
         finally:
+            await app.state.api_rate.close()
             await recorder.stop()
             await sweeper.stop()
             await sequencer.stop()
@@ -168,6 +174,8 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *likeness_views.routes,
             *library_views.routes,
             *guidance_views.routes,
+            *api_views.routes,
+            *api_manage_views.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
@@ -192,6 +200,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         [
             accounts_policy.RULES,
             agreements_policy.RULES,
+            api_policy.RULES,
             analytics_policy.RULES,
             orgs_policy.RULES,
             cases_policy.RULES,

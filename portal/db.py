@@ -119,6 +119,7 @@ def import_models() -> None:
     from portal.analytics import likeness_models as _likeness  # noqa: F401
     from portal.analytics import models as _analytics  # noqa: F401
     from portal.analytics import rollup_models as _rollup  # noqa: F401
+    from portal.api import models as _api  # noqa: F401
     from portal.audit import models as _audit  # noqa: F401
     from portal.cases import models as _cases  # noqa: F401
     from portal.evidence import models as _evidence  # noqa: F401

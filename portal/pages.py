@@ -34,6 +34,10 @@ async def not_found(request: Request, exc: Exception | None = None) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if request.url.path.startswith("/api/"):
+        from portal.api.views import api_error  # the API answers in problem details
+
+        return api_error(request, status)
     if status == 404:
         return await not_found(request)
     return render(request, "errors/error.html", {"status": status}, status_code=status)
@@ -59,6 +63,10 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     request_id = getattr(request.state, "request_id", "-")
     log.error("unhandled error request_id=%s path=%s", request_id, request.url.path, exc_info=exc)
+    if request.url.path.startswith("/api/"):
+        from portal.api.views import api_error
+
+        return api_error(request, 500)
     try:
         return render(request, "errors/error.html", {"status": 500}, status_code=500)
     except Exception:

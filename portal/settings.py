@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class Settings:
     session_idle_minutes: int = 120
     session_absolute_hours: int = 12
     invitation_days: int = 7
+    # The firm API: calls per token and window ("600/minute"), the largest JSON body.
+    api_rate_limit: str = "600/minute"
+    api_max_json_kb: int = 64
     log_level: str = "INFO"
     # Evidence: blob master keys "id:base64,..." (new blobs use blob_master_key_id), the upload
     # limit per file, the log's name and signing key, the time-stamping authority.
@@ -111,6 +115,12 @@ class Settings:
             raise ValueError("TURN_TTL_SECONDS must be between 60 and 604800")
         if not 0 <= self.recording_limit <= 100:
             raise ValueError("RECORDING_LIMIT must be between 0 and 100")
+        if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour)", self.api_rate_limit):
+            raise ValueError(
+                "API_RATE_LIMIT must read like 600/minute (per second, minute or hour)"
+            )
+        if not 1 <= self.api_max_json_kb <= 10240:
+            raise ValueError("API_MAX_JSON_KB must be between 1 and 10240")
 
     @property
     def secure_cookies(self) -> bool:
@@ -181,6 +191,8 @@ class Settings:
             time_zone=env.get("TIME_ZONE", "Asia/Shanghai"),
             session_idle_minutes=int(env.get("SESSION_IDLE_MINUTES", "120")),
             session_absolute_hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12")),
+            api_rate_limit=env.get("API_RATE_LIMIT", "600/minute"),
+            api_max_json_kb=int(env.get("API_MAX_JSON_KB", "64")),
             invitation_days=int(env.get("INVITATION_DAYS", "7")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),

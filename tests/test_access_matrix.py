@@ -23,6 +23,8 @@ from portal.agreements import service as agreements
 from portal.analytics import library
 from portal.analytics.library_models import LibraryEntry
 from portal.analytics.models import RiskNotice
+from portal.api import service as api
+from portal.api.views import ENDPOINTS
 from portal.cases import service as cases
 from portal.cases.models import Case as CaseRow
 from portal.cases.models import CaseMaterial
@@ -146,6 +148,10 @@ async def build_world(app: Any) -> World:
         )
         db.add(risk_notice)
         await db.commit()
+    async with app.starlette.state.db() as db:
+        rep = await db.get(User, people["firm_rep"].id)
+        assert rep is not None
+        api_token = await api.create_token(db, rep, name="系统", scopes=["cases:read"], days=30)
     return World(
         people=people,
         ids={
@@ -172,6 +178,7 @@ async def build_world(app: Any) -> World:
             "agreed": case_agreed.id,
             "risk_notice": risk_notice.id,
             "library_entry": library_entry,
+            "api_token": api_token.token.id,
         },
     )
 
@@ -316,6 +323,19 @@ CASES = [
     Case("accounts.phone", "POST", logged_in("bad"), data={"action": "verify", "code": "1"}),
     Case("cases.list", "GET", logged_in("ok")),
     Case("cases.export", "GET", logged_in("ok")),
+    Case("cases.firm_link", "GET", everyone("done"), params=lambda w: {"token": "x"}),
+    Case("api.integration", "GET", only("ok", "firm_rep")),
+    Case("api.integration", "POST", only("bad", "firm_rep"), label="an empty token form"),
+    Case(
+        "api.revoke",
+        "POST",
+        only("done", "firm_rep"),
+        params=lambda w: {"token_id": w.ids["api_token"]},
+        label="the firm's own representatives only",
+    ),
+    Case("api.qr", "GET", only("ok", "firm_rep")),
+    Case("api.reference", "GET", everyone("ok")),
+    Case("api.openapi", "GET", everyone("ok")),
     Case("cases.new", "GET", only("ok", "consumer", "firm_rep")),
     Case("cases.new", "POST", only("bad", "consumer", "firm_rep")),
     Case(
@@ -823,7 +843,9 @@ CASES = [
 ]
 
 # Not pages: served by StaticFiles.
-UNLISTED = {"static"}
+# The firm API's endpoints answer bearer tokens, not sessions: their own matrix is
+# tests/api/test_access.py.
+UNLISTED = {"static", *(e.name for e in ENDPOINTS)}
 
 
 def outcome(response: httpx.Response) -> str:

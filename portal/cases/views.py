@@ -6,6 +6,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from portal.agreements import service as agreements
 from portal.agreements.policy import LitigationAccess, SurveyAccess
 from portal.analytics import likeness_views
 from portal.audit.service import record
-from portal.cases import service
+from portal.cases import links, service, uploads
 from portal.cases.forms import (
     ClaimantForm,
     ClaimsForm,
@@ -33,7 +34,6 @@ from portal.cases.lifecycle import STATUS_LABELS, Party, Status
 from portal.cases.models import Case
 from portal.cases.policy import CASES
 from portal.errors import DomainError, NotFound
-from portal.evidence import upload
 from portal.evidence import views as evidence_views
 from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
@@ -50,9 +50,11 @@ from portal.web import (
     is_htmx,
     permits,
     redirect,
+    redirect_to,
     render,
     require,
     tr,
+    url_path,
 )
 
 WIZARD_STEPS = ["claimant", "claims", "eligibility", "materials", "review"]
@@ -249,10 +251,28 @@ async def export_list(request: Request) -> Response:
 # -- the wizard -----------------------------------------------------------------------------
 
 
+async def firm_link(request: Request) -> Response:
+    """A firm's one-click link (portal.cases.links): on to the wizard, the firm pre-filled."""
+    query = urlencode({"via": request.path_params["token"]})
+    return redirect_to(request, f"{url_path(request.app, 'cases.new')}?{query}")
+
+
 async def new_case(request: Request) -> Response:
     require(request, "file", CASES)
     form = StartForm({"form_key": secrets.token_urlsafe(16)})
+    via: Firm | None = None
     async with db_session(request) as db:
+        link = links.read_link(request.app.state.settings, request.query_params.get("via", ""))
+        if link is not None:
+            via = await db.get(Firm, link.firm_id)
+        if via is not None and link is not None and request.method == "GET":
+            form = StartForm(
+                {
+                    "form_key": form.value("form_key"),
+                    "firm_id": str(via.id),
+                    "category": link.category,
+                }
+            )
         if request.method == "POST":
             form = StartForm(await request.form())
             if form.validate():
@@ -276,7 +296,7 @@ async def new_case(request: Request) -> Response:
     return render(
         request,
         "cases/wizard.html",
-        {"step": "start", "form": form, "firms": firms, "case": None, **CHOICES},
+        {"step": "start", "form": form, "firms": firms, "case": None, "via": via, **CHOICES},
         status_code=400 if form.errors else 200,
     )
 
@@ -406,8 +426,7 @@ async def submit_case(request: Request) -> Response:
 
 
 async def upload_material(request: Request) -> Response:
-    """Files for a case, streamed into the blob store as they arrive (one or many, or a ZIP of
-    them); all are added with their evidence-log leaves in one transaction, or none is kept."""
+    """Files for a case (portal.cases.uploads): all are kept, or none."""
     user = _user(request)
     state = request.app.state
     async with db_session(request) as db:
@@ -417,71 +436,21 @@ async def upload_material(request: Request) -> Response:
             if case.status == Status.DRAFT
             else redirect(request, "cases.detail", case_id=case.id)
         )
-        if case.status in (Status.CLOSED, Status.WITHDRAWN, Status.REJECTED, Status.INELIGIBLE):
-            return flash(request, back, _l("This case is no longer open."), "error")
-        files: list[upload.ReceivedFile] = []
-        archives: list[upload.ReceivedFile] = []
         try:
-            received = await upload.receive(
-                request.stream(),
-                request.headers.get("content-type", ""),
-                state.blobs,
-                max_file_bytes=state.settings.evidence_max_bytes,
-            )
-            files = list(received.files)
-            for archive in [f for f in files if f.kind.name == "zip"]:
-                files.remove(archive)
-                archives.append(archive)
-                files.extend(
-                    await upload.expand_zip(
-                        state.blobs, archive, max_file_bytes=state.settings.evidence_max_bytes
-                    )
-                )
-            if not files:
-                raise DomainError(_l("Choose a file to upload."), field="file")
-            kind = received.first("kind", "evidence")
-            title = received.first("title").strip()
-            await service.add_materials(
+            added = await uploads.receive_materials(
                 db,
+                state.blobs,
                 case,
                 user,
-                [
-                    service.NewMaterial(
-                        filename=f.filename,
-                        content_type=f.kind.content_type,
-                        size=f.blob.size,
-                        sha256=f.blob.sha256,
-                        title=title if len(files) == 1 else "",
-                    )
-                    for f in files
-                ],
-                kind=kind,
-                description=received.first("description"),
-                visibility=received.first("visibility", "parties"),
+                request.stream(),
+                request.headers.get("content-type", ""),
+                max_file_bytes=state.settings.evidence_max_bytes,
             )
         except DomainError as exc:
-            await db.rollback()
-            await _discard_unreferenced(db, state.blobs, files + archives)
             return flash(request, back, exc.message, "error")
-        except BaseException:
-            await db.rollback()
-            await _discard_unreferenced(db, state.blobs, files + archives)
-            raise
-        # An unpacked ZIP's own bytes are not evidence: only its files are kept.
-        await _discard_unreferenced(db, state.blobs, archives)
-    if len(files) == 1:
+    if len(added) == 1:
         return flash(request, back, _l("File uploaded."))
-    return flash(request, back, _l("{n} files uploaded.", n=len(files)))
-
-
-async def _discard_unreferenced(db: Any, store: Any, files: list[upload.ReceivedFile]) -> None:
-    """Delete the blobs this upload created, unless a concurrent upload of the same content
-    has committed a reference to one meanwhile."""
-    created = {f.blob.sha256 for f in files if f.blob.created}
-    if not created:
-        return
-    referenced = set(await service.referenced_blobs(db, created))
-    await upload.discard_files(store, [f for f in files if f.blob.sha256 not in referenced])
+    return flash(request, back, _l("{n} files uploaded.", n=len(added)))
 
 
 async def delete_material(request: Request) -> Response:
@@ -762,6 +731,7 @@ routes = [
     Route("/cases", case_list, name="cases.list"),
     Route("/cases/export", export_list, name="cases.export"),
     Route("/cases/new", new_case, methods=["GET", "POST"], name="cases.new"),
+    Route("/m/{token}", firm_link, name="cases.firm_link"),
     Route("/cases/{case_id:int}", case_detail, name="cases.detail"),
     Route(
         "/cases/{case_id:int}/edit/{step}", edit_case, methods=["GET", "POST"], name="cases.edit"

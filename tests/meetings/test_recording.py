@@ -267,9 +267,11 @@ async def test_consented_recording_of_three_tones_is_sealed_and_verifiable(
         assert m.visibility == "parties" and m.leaf_id is not None
         data = state.blobs.read_all(m.sha256)
         samples = pcm(data)
-        # Each lasts as long as the recording did (within 10%), and carries its own tone.
-        assert abs(len(samples) / RATE - real) <= 0.1 * real, (label, len(samples) / RATE, real)
-        assert abs(f.duration_ms / 1000 - real) <= 0.1 * real
+        # Each lasts as long as the recording did (within 10%, or half a second: how long the
+        # connections take to start varies with the machine's load), and carries its own tone.
+        slack = max(0.1 * real, 0.5)
+        assert abs(len(samples) / RATE - real) <= slack, (label, len(samples) / RATE, real)
+        assert abs(f.duration_ms / 1000 - real) <= slack
         assert loudest(samples, list(freqs.values())) == freqs[label], label
     _, mix_material = by_user[None]
     mixed = pcm(state.blobs.read_all(mix_material.sha256))
@@ -453,7 +455,8 @@ async def test_video_is_recorded_when_chosen(live: Live, people: Crowd) -> None:
         assert frames and (frames[0].width, frames[0].height) == (160, 120)
         # 15 frames a second were sent: about that many per second are in the file.
         assert 0.6 * 15 * real <= len(frames) <= 1.2 * 15 * real, (len(frames), real)
-        assert abs(f.duration_ms / 1000 - real) <= 0.15 * real, (f.duration_ms, real)
+        # (within 15%, or 0.8 s for the video connection's start under load)
+        assert abs(f.duration_ms / 1000 - real) <= max(0.15 * real, 0.8), (f.duration_ms, real)
 
 
 async def test_video_is_thinned_to_fifteen_frames_a_second() -> None:

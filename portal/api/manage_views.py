@@ -1,0 +1,159 @@
+"""The firm's integration page: API tokens (made, shown once, revoked) and the one-click
+mediation link with its QR code; and the API's readable reference."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portal.api import service
+from portal.api.models import ApiToken
+from portal.api.policy import INTEGRATION
+from portal.cases.links import FirmLink, link_url
+from portal.db import utcnow
+from portal.errors import DomainError, NotFound
+from portal.i18n import _l
+from portal.orgs.categories import CATEGORIES
+from portal.orgs.models import Firm
+from portal.web import (
+    Form,
+    current_user,
+    db_session,
+    flash,
+    identity,
+    read_form,
+    redirect,
+    render,
+    require,
+)
+
+LIFETIME_LABELS = {
+    "30": _l("30 days"),
+    "90": _l("90 days"),
+    "365": _l("One year"),
+    "0": _l("Until revoked"),
+}
+
+
+class TokenForm(Form):
+    def validate(self) -> bool:
+        if not self.value("name").strip():
+            self.add_error("name", _l("Give the token a name."))
+        if not self.values("scopes"):
+            self.add_error("scopes", _l("Choose at least one permission."))
+        if self.value("days") not in LIFETIME_LABELS:
+            self.add_error("days", _l("Choose one of the options."))
+        return self.valid
+
+
+def _link(request: Request, firm_id: int, category: str) -> dict[str, str]:
+    url = link_url(request.app.state.settings, FirmLink(firm_id, category))
+    qr = segno.make(url, error="m")
+    return {"url": url, "qr": qr.svg_data_uri(scale=5, border=2)}
+
+
+async def integration(request: Request) -> Response:
+    require(request, "view", INTEGRATION)
+    form = TokenForm({"days": "90"})
+    issued: service.IssuedToken | None = None
+    category = request.query_params.get("category", "")
+    if category not in CATEGORIES:
+        category = ""
+    async with db_session(request) as db:
+        user = await current_user(request, db)
+        if request.method == "POST":
+            require(request, "create_token", INTEGRATION)
+            form = TokenForm(await read_form(request))
+            if form.validate():
+                try:
+                    issued = await service.create_token(
+                        db,
+                        user,
+                        name=form.value("name"),
+                        scopes=form.values("scopes"),
+                        days=int(form.value("days")),
+                    )
+                except DomainError as exc:
+                    form.add_error(exc.field, exc.message)
+                else:
+                    form = TokenForm({"days": "90"})
+        firm = await db.get(Firm, user.firm_id or 0)
+        if firm is None:
+            raise NotFound
+        tokens = await service.list_tokens(db, firm.id)
+    response = render(
+        request,
+        "api/integration.html",
+        {
+            "firm": firm,
+            "form": form,
+            "issued": issued,
+            "tokens": tokens,
+            "now": utcnow(),
+            "scopes": service.SCOPES,
+            "lifetimes": LIFETIME_LABELS,
+            "categories": CATEGORIES,
+            "category": category,
+            "link": _link(request, firm.id, category),
+        },
+        status_code=400 if form.errors else 200,
+    )
+    # The token's secret is on this page only: never cached, never shown again.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def revoke(request: Request) -> Response:
+    async with db_session(request) as db:
+        token = await db.get(ApiToken, request.path_params["token_id"])
+        if token is None:
+            raise NotFound
+        require(request, "revoke", token)
+        user = await current_user(request, db)
+        try:
+            await service.revoke_token(db, token, user)
+        except DomainError as exc:
+            return flash(request, redirect(request, "api.integration"), exc.message, "error")
+    return flash(request, redirect(request, "api.integration"), _l("The token is revoked."))
+
+
+async def qr_png(request: Request) -> Response:
+    """The link's QR code as a PNG, for print and app stores."""
+    require(request, "make_link", INTEGRATION)
+    who = identity(request)
+    category = request.query_params.get("category", "")
+    if category not in CATEGORIES:
+        category = ""
+    url = link_url(request.app.state.settings, FirmLink(who.firm_id or 0, category))
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="png", scale=10, border=4)
+    return Response(
+        buffer.getvalue(),
+        media_type="image/png",
+        headers={"Content-Disposition": 'attachment; filename="jiefen-mediation-link.png"'},
+    )
+
+
+async def reference(request: Request) -> Response:
+    """The API's reference, readable, from the same document as /api/v1/openapi.json."""
+    from portal.api.openapi import build
+
+    document = build(request.app.state.settings.base_url)
+    return render(request, "api/reference.html", {"doc": document, "scopes": service.SCOPES})
+
+
+routes = [
+    Route("/firm/integration", integration, methods=["GET", "POST"], name="api.integration"),
+    Route(
+        "/firm/integration/tokens/{token_id:int}/revoke",
+        revoke,
+        methods=["POST"],
+        name="api.revoke",
+    ),
+    Route("/firm/integration/qr.png", qr_png, name="api.qr"),
+    Route("/developers/api", reference, name="api.reference"),
+]

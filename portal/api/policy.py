@@ -1,0 +1,21 @@
+"""Who may manage the firm API's tokens and the firm's one-click mediation link: the firm's
+own representatives, each token only within its firm. (The API itself acts as the token's
+representative, under the cases' and agreements' own rules.)"""
+
+from __future__ import annotations
+
+from portal.api.models import ApiToken
+from portal.policy import ACL, ALLOW, AclFunction, Collection, Role, firm, role
+
+INTEGRATION = Collection("firm_integration")
+
+
+def integration_acl(_: Collection) -> ACL:
+    return [(ALLOW, role(Role.FIRM_REP), ("view", "create_token", "make_link"))]
+
+
+def token_acl(token: ApiToken) -> ACL:
+    return [(ALLOW, firm(token.firm_id, Role.FIRM_REP), ("view", "revoke"))]
+
+
+RULES: dict[type | Collection, AclFunction] = {INTEGRATION: integration_acl, ApiToken: token_acl}
