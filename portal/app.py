@@ -32,6 +32,7 @@ from portal.api import manage_views as api_manage_views
 from portal.api import policy as api_policy
 from portal.api import views as api_views
 from portal.api.limits import RateLimit
+from portal.api.webhooks import WebhookLoop
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -142,9 +143,15 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         app.state.meeting_sockets.recorder = recorder
         recorder.start()
         app.state.api_rate = RateLimit(settings)
+        webhooks = WebhookLoop(
+            app.state.db, app.state.vault, allow_private=settings.webhook_allow_private
+        )
+        app.state.webhooks = webhooks
+        webhooks.start()
         try:
             yield
         finally:
+            await webhooks.stop()
             await app.state.api_rate.close()
             await recorder.stop()
             await sweeper.stop()

@@ -88,6 +88,8 @@ class Settings:
     # The firm API: calls per token and window ("600/minute"), the largest JSON body.
     api_rate_limit: str = "600/minute"
     api_max_json_kb: int = 64
+    # Webhooks may go to http:// and private addresses (tests, intranets); never on the internet.
+    webhook_allow_private: bool = False
     log_level: str = "INFO"
     # Evidence: blob master keys "id:base64,..." (new blobs use blob_master_key_id), the upload
     # limit per file, the log's name and signing key, the time-stamping authority.
@@ -193,6 +195,7 @@ class Settings:
             session_absolute_hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12")),
             api_rate_limit=env.get("API_RATE_LIMIT", "600/minute"),
             api_max_json_kb=int(env.get("API_MAX_JSON_KB", "64")),
+            webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
             invitation_days=int(env.get("INVITATION_DAYS", "7")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),

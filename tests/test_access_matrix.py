@@ -24,6 +24,8 @@ from portal.analytics import library
 from portal.analytics.library_models import LibraryEntry
 from portal.analytics.models import RiskNotice
 from portal.api import service as api
+from portal.api import webhooks
+from portal.api.models import WebhookDelivery
 from portal.api.views import ENDPOINTS
 from portal.cases import service as cases
 from portal.cases.models import Case as CaseRow
@@ -152,6 +154,23 @@ async def build_world(app: Any) -> World:
         rep = await db.get(User, people["firm_rep"].id)
         assert rep is not None
         api_token = await api.create_token(db, rep, name="系统", scopes=["cases:read"], days=30)
+        hook = await webhooks.add_endpoint(
+            db,
+            app.starlette.state.vault,
+            rep,
+            url="https://hooks.example.com/jiefen",
+            events=["case.status_changed"],
+            allow_private=True,
+        )
+        delivery = WebhookDelivery(
+            endpoint_id=hook.endpoint.id,
+            event_id="evt_1",
+            event_type="case.status_changed",
+            payload="{}",
+            state="failed",
+        )
+        db.add(delivery)
+        await db.commit()
     return World(
         people=people,
         ids={
@@ -179,6 +198,8 @@ async def build_world(app: Any) -> World:
             "risk_notice": risk_notice.id,
             "library_entry": library_entry,
             "api_token": api_token.token.id,
+            "webhook": hook.endpoint.id,
+            "delivery": delivery.id,
         },
     )
 
@@ -334,6 +355,24 @@ CASES = [
         label="the firm's own representatives only",
     ),
     Case("api.qr", "GET", only("ok", "firm_rep")),
+    Case(
+        "api.webhook",
+        "GET",
+        only("ok", "firm_rep"),
+        params=lambda w: {"webhook_id": w.ids["webhook"]},
+    ),
+    Case(
+        "api.webhook_resend",
+        "POST",
+        only("done", "firm_rep"),
+        params=lambda w: {"webhook_id": w.ids["webhook"], "delivery_id": w.ids["delivery"]},
+    ),
+    Case(
+        "api.webhook_disable",
+        "POST",
+        only("done", "firm_rep"),
+        params=lambda w: {"webhook_id": w.ids["webhook"]},
+    ),
     Case("api.reference", "GET", everyone("ok")),
     Case("api.openapi", "GET", everyone("ok")),
     Case("cases.new", "GET", only("ok", "consumer", "firm_rep")),

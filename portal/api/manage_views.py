@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.api import service
+from portal.api import service, webhooks
 from portal.api.models import ApiToken
 from portal.api.policy import INTEGRATION
 from portal.cases.links import FirmLink, link_url
@@ -56,18 +56,47 @@ def _link(request: Request, firm_id: int, category: str) -> dict[str, str]:
     return {"url": url, "qr": qr.svg_data_uri(scale=5, border=2)}
 
 
+class WebhookForm(Form):
+    def validate(self) -> bool:
+        if not self.value("url").strip():
+            self.add_error("url", _l("Enter a full https:// address."))
+        if not self.values("events"):
+            self.add_error("events", _l("Choose at least one kind of event."))
+        return self.valid
+
+
 async def integration(request: Request) -> Response:
     require(request, "view", INTEGRATION)
     form = TokenForm({"days": "90"})
+    hook_form = WebhookForm()
     issued: service.IssuedToken | None = None
+    new_hook: webhooks.NewEndpoint | None = None
     category = request.query_params.get("category", "")
     if category not in CATEGORIES:
         category = ""
     async with db_session(request) as db:
         user = await current_user(request, db)
-        if request.method == "POST":
+        data = await read_form(request) if request.method == "POST" else None
+        if data is not None and data.get("what") == "webhook":
+            require(request, "add_webhook", INTEGRATION)
+            hook_form = WebhookForm(data)
+            if hook_form.validate():
+                try:
+                    new_hook = await webhooks.add_endpoint(
+                        db,
+                        request.app.state.vault,
+                        user,
+                        url=hook_form.value("url"),
+                        events=hook_form.values("events"),
+                        allow_private=request.app.state.settings.webhook_allow_private,
+                    )
+                except DomainError as exc:
+                    hook_form.add_error(exc.field, exc.message)
+                else:
+                    hook_form = WebhookForm()
+        elif data is not None:
             require(request, "create_token", INTEGRATION)
-            form = TokenForm(await read_form(request))
+            form = TokenForm(data)
             if form.validate():
                 try:
                     issued = await service.create_token(
@@ -85,6 +114,7 @@ async def integration(request: Request) -> Response:
         if firm is None:
             raise NotFound
         tokens = await service.list_tokens(db, firm.id)
+        hooks = await webhooks.endpoints(db, firm.id)
     response = render(
         request,
         "api/integration.html",
@@ -99,8 +129,12 @@ async def integration(request: Request) -> Response:
             "categories": CATEGORIES,
             "category": category,
             "link": _link(request, firm.id, category),
+            "hook_form": hook_form,
+            "new_hook": new_hook,
+            "hooks": hooks,
+            "events": webhooks.EVENTS,
         },
-        status_code=400 if form.errors else 200,
+        status_code=400 if form.errors or hook_form.errors else 200,
     )
     # The token's secret is on this page only: never cached, never shown again.
     response.headers["Cache-Control"] = "no-store"
@@ -119,6 +153,46 @@ async def revoke(request: Request) -> Response:
         except DomainError as exc:
             return flash(request, redirect(request, "api.integration"), exc.message, "error")
     return flash(request, redirect(request, "api.integration"), _l("The token is revoked."))
+
+
+async def webhook_log(request: Request) -> Response:
+    """An endpoint's deliveries, newest first, each with a button to send it again."""
+    async with db_session(request) as db:
+        endpoint = await webhooks.get_endpoint(db, request.path_params["webhook_id"])
+        require(request, "view", endpoint)
+        rows = await webhooks.deliveries(db, endpoint)
+    return render(
+        request,
+        "api/webhook.html",
+        {"endpoint": endpoint, "deliveries": rows, "events": webhooks.EVENTS},
+    )
+
+
+async def webhook_resend(request: Request) -> Response:
+    async with db_session(request) as db:
+        endpoint = await webhooks.get_endpoint(db, request.path_params["webhook_id"])
+        require(request, "resend", endpoint)
+        user = await current_user(request, db)
+        back = redirect(request, "api.webhook", webhook_id=endpoint.id)
+        try:
+            await webhooks.resend(db, endpoint, request.path_params["delivery_id"], user)
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    request.app.state.webhooks.wake()
+    return flash(request, back, _l("It will be sent again now."))
+
+
+async def webhook_disable(request: Request) -> Response:
+    async with db_session(request) as db:
+        endpoint = await webhooks.get_endpoint(db, request.path_params["webhook_id"])
+        require(request, "disable", endpoint)
+        user = await current_user(request, db)
+        back = redirect(request, "api.webhook", webhook_id=endpoint.id)
+        try:
+            await webhooks.disable_endpoint(db, endpoint, user)
+        except DomainError as exc:
+            return flash(request, back, exc.message, "error")
+    return flash(request, back, _l("The webhook is turned off."))
 
 
 async def qr_png(request: Request) -> Response:
@@ -143,7 +217,11 @@ async def reference(request: Request) -> Response:
     from portal.api.openapi import build
 
     document = build(request.app.state.settings.base_url)
-    return render(request, "api/reference.html", {"doc": document, "scopes": service.SCOPES})
+    return render(
+        request,
+        "api/reference.html",
+        {"doc": document, "scopes": service.SCOPES, "events": webhooks.EVENTS},
+    )
 
 
 routes = [
@@ -155,5 +233,18 @@ routes = [
         name="api.revoke",
     ),
     Route("/firm/integration/qr.png", qr_png, name="api.qr"),
+    Route("/firm/integration/webhooks/{webhook_id:int}", webhook_log, name="api.webhook"),
+    Route(
+        "/firm/integration/webhooks/{webhook_id:int}/deliveries/{delivery_id:int}/resend",
+        webhook_resend,
+        methods=["POST"],
+        name="api.webhook_resend",
+    ),
+    Route(
+        "/firm/integration/webhooks/{webhook_id:int}/disable",
+        webhook_disable,
+        methods=["POST"],
+        name="api.webhook_disable",
+    ),
     Route("/developers/api", reference, name="api.reference"),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.db import Base, utcnow
@@ -31,3 +31,52 @@ class ApiToken(Base):
     revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     last_used_at: Mapped[datetime | None] = mapped_column()
     last_used_ip: Mapped[str] = mapped_column(String(45), default="")
+
+
+class WebhookEndpoint(Base):
+    """A firm's URL that receives case events, signed with a secret shown once (kept
+    encrypted: the portal needs it to sign)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    url: Mapped[str] = mapped_column(String(500))
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: tried until it is answered 2xx, for a day at most."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    # "pending" (to try, at next_attempt_at), "delivered", or "failed" (gave up)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebhookCursor(Base):
+    """How far the timeline has been read for webhooks: one row."""
+
+    __tablename__ = "webhook_cursor"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)
