@@ -353,5 +353,5 @@ class Form:
         return not self.errors
 
 
-async def read_form(request: Request) -> FormData:
-    return await request.form(max_files=0, max_fields=200)
+async def read_form(request: Request, max_fields: int = 200) -> FormData:
+    return await request.form(max_files=0, max_fields=max_fields)

@@ -345,6 +345,7 @@ CASES = [
     Case("cases.list", "GET", logged_in("ok")),
     Case("cases.export", "GET", logged_in("ok")),
     Case("cases.firm_link", "GET", everyone("done"), params=lambda w: {"token": "x"}),
+    Case("cases.batch", "POST", only("bad", *ADMINS), label="staff; no action, no case"),
     Case("api.integration", "GET", only("ok", "firm_rep")),
     Case("api.integration", "POST", only("bad", "firm_rep"), label="an empty token form"),
     Case(

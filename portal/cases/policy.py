@@ -28,6 +28,9 @@ def cases_acl(_: Collection) -> ACL:
         (ALLOW, role(Role.FIRM_REP), ("list", "file")),
         # The export holds the same cases as the list (its scope), and only the list's columns.
         (ALLOW, AUTHENTICATED, ("list", "export")),
+        # Batch actions on the queues; each case is still checked for the action itself.
+        (ALLOW, role(Role.COMMITTEE_ADMIN), "batch"),
+        (ALLOW, role(Role.PLATFORM_ADMIN), "batch"),
     ]
 
 

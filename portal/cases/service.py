@@ -1606,6 +1606,18 @@ async def export_rows(
         yield row
 
 
+async def matching_ids(
+    db: AsyncSession, vault: DataVault, who: Identity, filters: CaseFilters, limit: int
+) -> list[int]:
+    """The ids of the list's cases for ``filters`` (its scope, search and order), at most
+    ``limit``: what "every case this filter matches" means for a batch action."""
+    query = await _matching(db, who, filters)
+    if filters.q:
+        return (await _searched(db, vault, query, filters, limit))[:limit]
+    order = SORTS.get(filters.sort, SORTS["-submitted"])
+    return list(await db.scalars(query.order_by(order, Case.id.desc()).limit(limit)))
+
+
 NEXT_STEPS: dict[Status, Msg] = {
     Status.DRAFT: _l("You: finish and submit the application."),
     Status.SUBMITTED: _l("The committee: review the application."),

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +21,7 @@ from portal.agreements import service as agreements
 from portal.agreements.policy import LitigationAccess, SurveyAccess
 from portal.analytics import likeness_views
 from portal.audit.service import record
-from portal.cases import links, service, uploads
+from portal.cases import batch, links, service, uploads
 from portal.cases.forms import (
     ClaimantForm,
     ClaimsForm,
@@ -49,6 +49,7 @@ from portal.web import (
     identity,
     is_htmx,
     permits,
+    read_form,
     redirect,
     redirect_to,
     render,
@@ -147,14 +148,15 @@ async def case_list(request: Request) -> Response:
         firms: list[Any] = []
         mediators: list[Any] = []
         committees: list[Any] = []
-        if options:
-            firms = list(await db.execute(select(Firm.id, Firm.name).order_by(Firm.name)))
+        if staff:  # the filter's and the batch form's choice of mediator
             mediator_query = select(User.id, User.display_name).where(
                 User.role == Role.MEDIATOR.value
             )
             if who.role == Role.COMMITTEE_ADMIN:
                 mediator_query = mediator_query.where(User.committee_id == who.committee_id)
             mediators = list(await db.execute(mediator_query.order_by(User.id)))
+        if options:
+            firms = list(await db.execute(select(Firm.id, Firm.name).order_by(Firm.name)))
             if who.role == Role.PLATFORM_ADMIN:
                 committees = list(
                     await db.execute(select(Committee.id, Committee.name).order_by(Committee.id))
@@ -177,6 +179,10 @@ async def case_list(request: Request) -> Response:
             "committees": committees,
             "staff": staff,
             "status_choices": [(k, v) for k, v in STATUS_LABELS.items() if k != "draft"],
+            "batch_actions": batch.ACTIONS,
+            "batch_fields": batch.FIELDS,
+            "batch_max": batch.MAX_BATCH,
+            "query_string": urlencode(query),
             "today": service.today_in_china(),
             **CHOICES,
         },
@@ -249,6 +255,48 @@ async def export_list(request: Request) -> Response:
 
 
 # -- the wizard -----------------------------------------------------------------------------
+
+
+async def batch_action(request: Request) -> Response:
+    """One action on the chosen cases, or on every case the list's filter matches."""
+    require(request, "batch", CASES)
+    who = identity(request)
+    assert who.user_id is not None
+    # A ticked case is a field: room for more than a batch holds, to say it is too many.
+    form = await read_form(request, max_fields=batch.MAX_BATCH + 100)
+    action = batch.BatchAction(
+        action=str(form.get("action", "")),
+        mediator_id=_int(str(form.get("mediator_id", ""))),
+        template=str(form.get("template", "")),
+        audience=str(form.get("audience", "claimant")),
+    )
+    state = request.app.state
+    limit = batch.MAX_BATCH + 1  # one more, to know when there are too many
+    if form.get("all_matching") == "1":
+        filters = _filters(QueryParams(str(form.get("query", ""))))
+        async with db_session(request) as db:
+            ids = await service.matching_ids(db, state.vault, who, filters, limit)
+    else:
+        chosen = [str(v) for v in form.getlist("case_ids")]
+        ids = list(dict.fromkeys(int(v) for v in chosen if v.isdigit()))
+    try:
+        result = await batch.run(
+            state.db,
+            state.vault,
+            who.user_id,
+            ids[:limit],
+            action,
+            lambda permission, case: permits(request, permission, case),
+        )
+    except DomainError as exc:
+        return render(
+            request, "cases/batch.html", {"error": exc.message, "result": None}, status_code=400
+        )
+    return render(
+        request,
+        "cases/batch.html",
+        {"error": None, "result": result, "action": batch.ACTIONS[action.action]},
+    )
 
 
 async def firm_link(request: Request) -> Response:
@@ -732,6 +780,7 @@ routes = [
     Route("/cases/export", export_list, name="cases.export"),
     Route("/cases/new", new_case, methods=["GET", "POST"], name="cases.new"),
     Route("/m/{token}", firm_link, name="cases.firm_link"),
+    Route("/cases/batch", batch_action, methods=["POST"], name="cases.batch"),
     Route("/cases/{case_id:int}", case_detail, name="cases.detail"),
     Route(
         "/cases/{case_id:int}/edit/{step}", edit_case, methods=["GET", "POST"], name="cases.edit"
