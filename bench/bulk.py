@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import secrets
 import shutil
@@ -43,6 +42,7 @@ from bench.cases import (  # noqa: E402 - after the path set-up above
     machine,
     run_async,
     seed,
+    start_bare,
     start_server,
 )
 
@@ -261,15 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="jiefen-bulk-"))
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, workdir, True)
-        port = _free_port()
-        bare = start_server(
-            "bare",
-            [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)],
-            {**os.environ, "PYTHONUNBUFFERED": "1"},
-            workdir / "bare.log",
-            port,
-        )
-        stack.callback(bare.stop)
+        bare = start_bare(Path(__file__).resolve(), workdir, stack)
         reference = run_async(_measure(bare.url, ["/cases"], b'"items"', None, args.seconds))
         rows.append(Row("-", "bare Starlette JSON (50)", reference))
         for backend in backends:

@@ -1057,6 +1057,21 @@ def start_server(name: str, argv: list[str], env: dict[str, str], log: Path, por
     raise RuntimeError(f"{name} did not answer on port {port} within 60 s")
 
 
+def start_bare(script: Path, workdir: Path, stack: contextlib.ExitStack) -> Server:
+    """The reference server of a benchmark: ``script --serve-bare PORT`` in its own process,
+    stopped on the way out."""
+    port = _free_port()
+    bare = start_server(
+        "bare",
+        [sys.executable, str(script), "--serve-bare", str(port)],
+        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        workdir / "bare.log",
+        port,
+    )
+    stack.callback(bare.stop)
+    return bare
+
+
 def serve_bare(port: int) -> None:
     """The reference: one Starlette route returning a small page, served like the portal."""
     import uvicorn
@@ -1661,15 +1676,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="jiefen-bench-"))
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, workdir, True)
-        port = _free_port()
-        bare = start_server(
-            "bare",
-            [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)],
-            {**os.environ, "PYTHONUNBUFFERED": "1"},
-            workdir / "bare.log",
-            port,
-        )
-        stack.callback(bare.stop)
+        bare = start_bare(Path(__file__).resolve(), workdir, stack)
         for backend in backends:
             with contextlib.ExitStack() as inner:
                 runs.append(run_backend(backend, args, workdir, bare, inner))

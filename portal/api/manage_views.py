@@ -4,19 +4,22 @@ mediation link with its QR code; and the API's readable reference."""
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable
 
 import segno
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portal.accounts.models import User
 from portal.api import service, webhooks
-from portal.api.models import ApiToken
+from portal.api.models import ApiToken, WebhookEndpoint
 from portal.api.policy import INTEGRATION
 from portal.cases.links import FirmLink, link_url
 from portal.db import utcnow
 from portal.errors import DomainError, NotFound
-from portal.i18n import _l
+from portal.i18n import Msg, _l
 from portal.orgs.categories import CATEGORIES
 from portal.orgs.models import Firm
 from portal.web import (
@@ -168,31 +171,39 @@ async def webhook_log(request: Request) -> Response:
     )
 
 
-async def webhook_resend(request: Request) -> Response:
+WebhookCall = Callable[[AsyncSession, WebhookEndpoint, User], Awaitable[object]]
+
+
+async def _webhook_action(
+    request: Request, permission: str, call: WebhookCall, done: Msg
+) -> Response:
+    """Check the permission on the endpoint, do ``call``, and go back to its log."""
     async with db_session(request) as db:
         endpoint = await webhooks.get_endpoint(db, request.path_params["webhook_id"])
-        require(request, "resend", endpoint)
+        require(request, permission, endpoint)
         user = await current_user(request, db)
         back = redirect(request, "api.webhook", webhook_id=endpoint.id)
         try:
-            await webhooks.resend(db, endpoint, request.path_params["delivery_id"], user)
+            await call(db, endpoint, user)
         except DomainError as exc:
             return flash(request, back, exc.message, "error")
     request.app.state.webhooks.wake()
-    return flash(request, back, _l("It will be sent again now."))
+    return flash(request, back, done)
+
+
+async def webhook_resend(request: Request) -> Response:
+    async def call(db: AsyncSession, endpoint: WebhookEndpoint, user: User) -> object:
+        return await webhooks.resend(db, endpoint, request.path_params["delivery_id"], user)
+
+    return await _webhook_action(request, "resend", call, _l("It will be sent again now."))
 
 
 async def webhook_disable(request: Request) -> Response:
-    async with db_session(request) as db:
-        endpoint = await webhooks.get_endpoint(db, request.path_params["webhook_id"])
-        require(request, "disable", endpoint)
-        user = await current_user(request, db)
-        back = redirect(request, "api.webhook", webhook_id=endpoint.id)
-        try:
-            await webhooks.disable_endpoint(db, endpoint, user)
-        except DomainError as exc:
-            return flash(request, back, exc.message, "error")
-    return flash(request, back, _l("The webhook is turned off."))
+    async def call(db: AsyncSession, endpoint: WebhookEndpoint, user: User) -> object:
+        await webhooks.disable_endpoint(db, endpoint, user)
+        return None
+
+    return await _webhook_action(request, "disable", call, _l("The webhook is turned off."))
 
 
 async def qr_png(request: Request) -> Response:

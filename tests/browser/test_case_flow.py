@@ -98,6 +98,18 @@ def test_file_accept_assign_answer(portal_url: str, browser: Any, shot: Any) -> 
     # The firm does not see the claimant's identity papers.
     assert "身份证.png" not in firm.content()
     shot(firm, "17-firm-answered")
+    # The firm connects its systems: a token for the API, shown once, and its one-click link.
+    firm.click("[data-testid=nav-integration]")
+    expect(firm.locator("[data-testid=firm-link-qr]")).to_be_visible()
+    firm.fill("#f-name", "投诉系统")
+    firm.check("input[name=scopes][value='cases:read']")
+    firm.click("#tokens button[type=submit].primary")
+    expect(firm.locator("[data-testid=token-secret] input")).to_have_value(re.compile(r"^jfk_"))
+    shot(firm, "18-firm-integration")
+    # The committee's queue: tick cases and act on them together.
+    admin.goto(portal_url + "/cases?status=assigned")
+    expect(admin.locator("[data-testid=batch-form]")).to_be_visible()
+    shot(admin, "19-admin-batch-actions")
 
     consumer.reload()
     expect(consumer.locator("[data-testid=firm-answer]")).to_contain_text("¥6,400.00")
