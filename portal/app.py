@@ -33,6 +33,7 @@ from portal.api import policy as api_policy
 from portal.api import views as api_views
 from portal.api.limits import RateLimit
 from portal.api.webhooks import WebhookLoop
+from portal.cases import import_views
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
 from portal.crypto import DataVault
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *page_routes,
             *accounts_views.routes,
             *orgs_views.routes,
+            *import_views.routes,
             *cases_views.routes,
             *evidence_views.routes,
             *meetings_views.routes,

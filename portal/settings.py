@@ -96,6 +96,8 @@ class Settings:
     blob_master_keys: str = field(default="", repr=False)
     blob_master_key_id: str = ""
     evidence_max_mb: int = 200
+    # The largest file of cases a firm or committee may import (cases.imports).
+    import_max_mb: int = 50
     log_origin: str = ""
     log_signing_key: str | None = field(default=None, repr=False)
     tsa_url: str | None = None
@@ -201,6 +203,7 @@ class Settings:
             blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),
             blob_master_key_id=env.get("BLOB_MASTER_KEY_ID", ""),
             evidence_max_mb=int(env.get("EVIDENCE_MAX_MB", "200")),
+            import_max_mb=int(env.get("IMPORT_MAX_MB", "50")),
             log_origin=env.get("LOG_ORIGIN", ""),
             log_signing_key=env.get("LOG_SIGNING_KEY") or None,
             tsa_url=env.get("TSA_URL") or None,

@@ -27,6 +27,7 @@ from portal.api import service as api
 from portal.api import webhooks
 from portal.api.models import WebhookDelivery
 from portal.api.views import ENDPOINTS
+from portal.cases import imports
 from portal.cases import service as cases
 from portal.cases.models import Case as CaseRow
 from portal.cases.models import CaseMaterial
@@ -171,9 +172,20 @@ async def build_world(app: Any) -> World:
         )
         db.add(delivery)
         await db.commit()
+    async with app.starlette.state.db() as db:
+        importers = {}
+        for role in ("firm_rep", "committee_admin"):
+            importer = await db.get(User, people[role].id)
+            assert importer is not None
+            batch = await imports.create_batch(
+                db, app.starlette.state.blobs, importer, kind="firm", filename="a.csv", data=b"x"
+            )
+            importers[role] = batch.id
     return World(
         people=people,
         ids={
+            "firm_import": importers["firm_rep"],
+            "committee_import": importers["committee_admin"],
             "committee_a": committee_a.id,
             "committee_b": committee_b.id,
             "firm_x": firm_x.id,
@@ -346,6 +358,35 @@ CASES = [
     Case("cases.export", "GET", logged_in("ok")),
     Case("cases.firm_link", "GET", everyone("done"), params=lambda w: {"token": "x"}),
     Case("cases.batch", "POST", only("bad", *ADMINS), label="staff; no action, no case"),
+    Case("cases.import", "GET", only("ok", "firm_rep", "committee_admin")),
+    Case("cases.import", "POST", only("bad", "firm_rep", "committee_admin"), label="no file"),
+    Case(
+        "cases.import_template",
+        "GET",
+        only("ok", "firm_rep", "committee_admin"),
+        params=lambda w: {"fmt": "csv"},
+    ),
+    Case(
+        "cases.import_batch",
+        "GET",
+        only("ok", "firm_rep"),
+        params=lambda w: {"batch_id": w.ids["firm_import"]},
+        label="a firm's batch",
+    ),
+    Case(
+        "cases.import_batch",
+        "GET",
+        only("ok", "committee_admin"),
+        params=lambda w: {"batch_id": w.ids["committee_import"]},
+        label="a committee's batch",
+    ),
+    Case(
+        "cases.import_start",
+        "POST",
+        only("done", "firm_rep"),
+        params=lambda w: {"batch_id": w.ids["firm_import"]},
+        label="still being checked: refused with a message",
+    ),
     Case("api.integration", "GET", only("ok", "firm_rep")),
     Case("api.integration", "POST", only("bad", "firm_rep"), label="an empty token form"),
     Case(

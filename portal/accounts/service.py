@@ -611,4 +611,8 @@ async def verify_phone_code(db: AsyncSession, settings: Settings, user: User, co
     latest.used_at = now
     user.phone_verified_at = now
     record(db, user.id, "user.phone_verified", "user", user.id)
+    # Cases a firm or court imported for this number are now this person's.
+    from portal.cases.imports import claim_imported_cases
+
+    await claim_imported_cases(db, user)
     await db.commit()

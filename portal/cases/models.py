@@ -80,6 +80,9 @@ class Case(Base):
             "waived_fen",
         ),
         Index("ix_cases_status_updated", "status", "updated_at"),
+        # A batch import's own reference for each case, unique per importer (migration 0021):
+        # importing the same file again finds its cases and adds none twice.
+        Index("ix_cases_import_ref", "import_source", "external_ref", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -146,6 +149,14 @@ class Case(Base):
     waived_fen: Mapped[int | None] = mapped_column(BigInteger)
     # The wizard's first form carries a random key: submitting it twice opens one draft.
     form_key: Mapped[str | None] = mapped_column(String(40), unique=True)
+    # Cases that came in a batch import (cases.imports): the batch, the importer's own
+    # reference ("firm:12" or "committee:3" with the file's reference column), and for a
+    # court-referred case (委派调解) the court's case number; the court and its deadline are
+    # the batch's.
+    import_batch_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    import_source: Mapped[str | None] = mapped_column(String(24))
+    external_ref: Mapped[str | None] = mapped_column(String(64))
+    court_case_number: Mapped[str | None] = mapped_column(String(60))
 
 
 class CaseEvent(Base):
@@ -234,3 +245,39 @@ class RecusalRequest(Base):
     decision_note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column()
+
+
+class ImportBatch(Base):
+    """A file of cases uploaded by a firm or a committee (cases.imports): checked first (the
+    dry run and its report), then imported all-or-nothing or its valid rows only."""
+
+    __tablename__ = "import_batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "firm": a firm's own complaints; "court": cases a court referred to the committee.
+    kind: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(24), index=True)
+    firm_id: Mapped[int | None] = mapped_column(ForeignKey("firms.id"), index=True)
+    committee_id: Mapped[int | None] = mapped_column(ForeignKey("committees.id"), index=True)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    filename: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # The uploaded file, encrypted in the blob store until the import ends, then deleted.
+    sha256: Mapped[str] = mapped_column(String(64))
+    court_name: Mapped[str] = mapped_column(String(120), default="")
+    court_deadline: Mapped[date | None] = mapped_column()
+    # checking -> checked | refused (the file itself) -> importing -> imported | failed
+    status: Mapped[str] = mapped_column(String(12), default="checking")
+    mode: Mapped[str | None] = mapped_column(String(12))
+    rows_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_valid: Mapped[int] = mapped_column(Integer, default=0)
+    rows_invalid: Mapped[int] = mapped_column(Integer, default=0)
+    rows_existing: Mapped[int] = mapped_column(Integer, default=0)
+    rows_imported: Mapped[int] = mapped_column(Integer, default=0)
+    # The file's own problem, or the row-by-row report: [[row, column, msgid, params], ...]
+    error: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    report: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    first_number: Mapped[str | None] = mapped_column(String(24))
+    last_number: Mapped[str | None] = mapped_column(String(24))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

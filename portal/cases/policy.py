@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.cases.models import Case
+from portal.cases.models import Case, ImportBatch
 from portal.policy import (
     ACE,
     ACL,
@@ -20,6 +20,7 @@ from portal.policy import (
 CASES = Collection("cases")
 CALENDAR = Collection("calendar")
 NOTIFICATIONS = Collection("notifications")
+IMPORTS = Collection("imports")
 
 
 def cases_acl(_: Collection) -> ACL:
@@ -67,6 +68,23 @@ def case_acl(case: Case) -> ACL:
     return acl
 
 
+def imports_acl(_: Collection) -> ACL:
+    """Firms import their own complaints; committees import theirs and courts' referrals."""
+    return [
+        (ALLOW, role(Role.FIRM_REP), "import"),
+        (ALLOW, role(Role.COMMITTEE_ADMIN), "import"),
+    ]
+
+
+def import_batch_acl(batch: ImportBatch) -> ACL:
+    """A batch (its file's rows, its report) is seen and imported by its own firm or committee."""
+    if batch.firm_id is not None:
+        return [(ALLOW, firm(batch.firm_id, Role.FIRM_REP), ("view", "import"))]
+    if batch.committee_id is not None:
+        return [(ALLOW, committee(batch.committee_id, Role.COMMITTEE_ADMIN), ("view", "import"))]
+    return []
+
+
 def calendar_acl(_: Collection) -> ACL:
     return [
         (ALLOW, role(Role.PLATFORM_ADMIN), ("view", "edit")),
@@ -83,4 +101,6 @@ RULES: dict[type | Collection, AclFunction] = {
     Case: case_acl,
     CALENDAR: calendar_acl,
     NOTIFICATIONS: notifications_acl,
+    IMPORTS: imports_acl,
+    ImportBatch: import_batch_acl,
 }

@@ -38,6 +38,7 @@ from portal.cases.models import (
     CaseEvent,
     CaseMaterial,
     CaseRules,
+    ImportBatch,
     RecusalRequest,
 )
 from portal.crypto import DataVault
@@ -834,6 +835,9 @@ async def accept_case(db: AsyncSession, case: Case, actor: User) -> Case:
     case.firm_response_due = calendar.add_working_days(today, rules.firm_response_days)
     days = rules.simple_close_days if case.complexity == "simple" else rules.complex_close_days
     case.close_due = calendar.add_working_days(today, days)
+    deadline = await court_deadline(db, case)
+    if deadline is not None and deadline < case.close_due:
+        case.close_due = deadline  # a court-referred case ends by the court's date
     await _move(db, case, actor, transition, complexity=case.complexity)
     number = case.number or ""
     await notify(
@@ -861,6 +865,18 @@ async def accept_case(db: AsyncSession, case: Case, actor: User) -> Case:
     )
     await db.commit()
     return case
+
+
+async def import_batch_of(db: AsyncSession, case: Case) -> ImportBatch | None:
+    """The batch a case was imported in (cases.imports): the referring court and its deadline."""
+    if case.import_batch_id is None:
+        return None
+    return await db.get(ImportBatch, case.import_batch_id)
+
+
+async def court_deadline(db: AsyncSession, case: Case) -> date | None:
+    batch = await import_batch_of(db, case)
+    return batch.court_deadline if batch is not None and batch.kind == "court" else None
 
 
 async def reject_case(

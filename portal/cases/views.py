@@ -519,6 +519,7 @@ async def case_detail(request: Request) -> Response:
             return redirect(request, "cases.edit", case_id=case.id, step="review")
         page = await service.case_page(db, case, who)
         agreement = await agreements.access(db, case.id)
+        imported = await service.import_batch_of(db, case)
         likeness = (
             await likeness_views.case_summary(request, db, case)
             if permits(request, "likeness", case) and not is_htmx(request)
@@ -553,6 +554,7 @@ async def case_detail(request: Request) -> Response:
             "evidence_item": lambda m: Item(m, case),
             "max_mb": request.app.state.settings.evidence_max_mb,
             "likeness": likeness,
+            "imported": imported,
             **CHOICES,
         },
         block="live",
