@@ -552,8 +552,10 @@ async def _claimants(
     now = utcnow()
     for start in range(0, len(new), CHUNK):
         part = new[start : start + CHUNK]
-        ids = await db.scalars(
-            insert(User).returning(User.id, sort_by_parameter_order=True),
+        # Plain executemany, then the new ids read back by key: on SQLite, RETURNING in
+        # parameter order would send the rows one statement each.
+        await db.execute(
+            insert(User),
             [
                 {
                     "role": Role.CONSUMER.value,
@@ -568,7 +570,12 @@ async def _claimants(
                 for i in part
             ],
         )
-        filers.update(zip(part, ids, strict=True))
+        keys = {placeholder_key(i): i for i in part}
+        for user_id, key in await db.execute(
+            select(User.id, User.email_index).where(User.email_index.in_(list(keys)))
+        ):
+            if key is not None:
+                filers[keys[key]] = user_id
     return filers
 
 
@@ -664,11 +671,18 @@ async def write_cases(
                     "court_case_number": row.court_case_number,
                 }
             )
-        case_ids = list(
-            await db.scalars(
-                insert(Case).returning(Case.id, sort_by_parameter_order=True), case_rows
+        await db.execute(insert(Case), case_rows)
+        by_ref = dict(
+            list(
+                await db.execute(
+                    select(Case.external_ref, Case.id).where(
+                        Case.import_source == batch.source,
+                        Case.external_ref.in_([r.ref for r in part]),
+                    )
+                )
             )
         )
+        case_ids = [by_ref[r.ref] for r in part]
         event_rows = [
             {
                 "case_id": case_id,
@@ -683,12 +697,15 @@ async def write_cases(
             }
             for case_id, values in zip(case_ids, case_rows, strict=True)
         ]
-        event_ids = list(
-            await db.scalars(
-                insert(CaseEvent).returning(CaseEvent.id, sort_by_parameter_order=True),
-                event_rows,
+        await db.execute(insert(CaseEvent), event_rows)
+        by_case = dict(
+            list(
+                await db.execute(
+                    select(CaseEvent.case_id, CaseEvent.id).where(CaseEvent.case_id.in_(case_ids))
+                )
             )
-        )
+        )  # a new case has its one event
+        event_ids = [by_case[case_id] for case_id in case_ids]
         leaves = []
         for event_id, values in zip(event_ids, event_rows, strict=True):
             body = evidence.event_body(CaseEvent(id=event_id, **values), actor_commitment)
