@@ -48,7 +48,8 @@ from portal.evidence.models import LogLeaf
 from portal.evidence.verify.leaf import CASE_TRANSITION, encode_leaf
 from portal.evidence.verify.proofs import leaf_hash
 from portal.i18n import Msg, _l, load_catalogues
-from portal.notify.service import notify
+from portal.notify.models import Notification
+from portal.notify.service import OUTBOX_PENDING, notify
 from portal.orgs.categories import CATEGORIES
 from portal.orgs.models import Committee, Firm
 from portal.policy import Role
@@ -356,7 +357,12 @@ class Checked:
 
 async def _context(
     db: AsyncSession, importer: Importer, refs: Iterable[str]
-) -> tuple[dict[str, Firm], set[str]]:
+) -> tuple[dict[str, Firm], set[str], set[str]]:
+    """The registered firms by credit code (for a committee's file), the references already
+    imported, and the categories some committee takes (where a firm's cases go)."""
+    taken: set[str] = set()
+    for categories in await db.scalars(select(Committee.categories)):
+        taken.update(categories or [])
     firms: dict[str, Firm] = {}
     if importer.firm is None:
         for firm in await db.scalars(select(Firm).where(Firm.credit_code.is_not(None))):
@@ -373,7 +379,7 @@ async def _context(
                 )
             )
         )
-    return firms, existing
+    return firms, existing, taken
 
 
 async def check_rows(
@@ -387,7 +393,7 @@ async def check_rows(
     width = len(table.header)
     ref_at = positions["external_ref"]
     refs = [cells[ref_at].strip() for _, cells in table.rows if ref_at < len(cells)]
-    firms, existing = await _context(db, importer, refs)
+    firms, existing, taken = await _context(db, importer, refs)
     categories = _category_names()
     today = service.today_in_china()
     seen: dict[str, int] = {}
@@ -460,6 +466,13 @@ async def check_rows(
                     _l("Unknown category “{value}”.", value=get("category")[:40])
                     if get("category")
                     else _l("This field is required."),
+                )
+            )
+        elif importer.committee_id is None and category not in taken:
+            problems.append(
+                (
+                    "category",
+                    _l("No committee takes disputes of this kind yet. Choose another category."),
                 )
             )
         name = clean("claimant_name", clean_text, get("claimant_name"), max_length=60)
@@ -552,31 +565,46 @@ async def _claimants(
     now = utcnow()
     for start in range(0, len(new), CHUNK):
         part = new[start : start + CHUNK]
-        # Plain executemany, then the new ids read back by key: on SQLite, RETURNING in
-        # parameter order would send the rows one statement each.
-        await db.execute(
-            insert(User),
-            [
-                {
-                    "role": Role.CONSUMER.value,
-                    "display_name": by_index[i].name[:60],
-                    "email_index": placeholder_key(i),
-                    "phone_enc": vault.encrypt(by_index[i].phone, "users.phone"),
-                    "password_hash": "!",  # no password can match: the account cannot log in
-                    "is_active": False,
-                    "created_at": now,
-                    "password_changed_at": now,
-                }
-                for i in part
-            ],
-        )
-        keys = {placeholder_key(i): i for i in part}
-        for user_id, key in await db.execute(
-            select(User.id, User.email_index).where(User.email_index.in_(list(keys)))
-        ):
-            if key is not None:
-                filers[keys[key]] = user_id
+        values = [
+            {
+                "role": Role.CONSUMER.value,
+                "display_name": by_index[i].name[:60],
+                "email_index": placeholder_key(i),
+                "phone_enc": vault.encrypt(by_index[i].phone, "users.phone"),
+                "password_hash": "!",  # no password can match: the account cannot log in
+                "is_active": False,
+                "created_at": now,
+                "password_changed_at": now,
+            }
+            for i in part
+        ]
+        ids = await _insert(db, User, values, User.email_index, [v["email_index"] for v in values])
+        filers.update(zip(part, ids, strict=True))
     return filers
+
+
+async def _insert(
+    db: AsyncSession, model: Any, values: list[dict[str, Any]], key: Any, keys: list[Any]
+) -> list[int]:
+    """Insert the rows; their new ids, in order. PostgreSQL returns them from the INSERT (in
+    batches); on SQLite, RETURNING in parameter order would send one statement per row, so the
+    rows go as one executemany and their ids are read back by ``key`` (unique among them)."""
+    if db.get_bind().dialect.name == "postgresql":
+        return list(
+            await db.scalars(
+                insert(model).returning(model.id, sort_by_parameter_order=True), values
+            )
+        )
+    await db.execute(insert(model), values)
+    found: dict[Any, int] = {}
+    for start in range(0, len(keys), 5000):
+        found.update(
+            (k, i)
+            for k, i in await db.execute(
+                select(key, model.id).where(key.in_(keys[start : start + 5000]))
+            )
+        )
+    return [found[k] for k in keys]
 
 
 def placeholder_key(phone_index: str) -> str:
@@ -671,18 +699,8 @@ async def write_cases(
                     "court_case_number": row.court_case_number,
                 }
             )
-        await db.execute(insert(Case), case_rows)
-        by_ref = dict(
-            list(
-                await db.execute(
-                    select(Case.external_ref, Case.id).where(
-                        Case.import_source == batch.source,
-                        Case.external_ref.in_([r.ref for r in part]),
-                    )
-                )
-            )
-        )
-        case_ids = [by_ref[r.ref] for r in part]
+        # (The numbers are new and unique: the key to read the ids back by.)
+        case_ids = await _insert(db, Case, case_rows, Case.number, [v["number"] for v in case_rows])
         event_rows = [
             {
                 "case_id": case_id,
@@ -697,15 +715,8 @@ async def write_cases(
             }
             for case_id, values in zip(case_ids, case_rows, strict=True)
         ]
-        await db.execute(insert(CaseEvent), event_rows)
-        by_case = dict(
-            list(
-                await db.execute(
-                    select(CaseEvent.case_id, CaseEvent.id).where(CaseEvent.case_id.in_(case_ids))
-                )
-            )
-        )  # a new case has its one event
-        event_ids = [by_case[case_id] for case_id in case_ids]
+        # (A new case has its one event: the case is the key.)
+        event_ids = await _insert(db, CaseEvent, event_rows, CaseEvent.case_id, case_ids)
         leaves = []
         for event_id, values in zip(event_ids, event_rows, strict=True):
             body = evidence.event_body(CaseEvent(id=event_id, **values), actor_commitment)
@@ -735,12 +746,48 @@ async def write_cases(
                 for case_id, values in zip(case_ids, case_rows, strict=True)
             ],
         )
+        # Each claimant is told by text message: the case, and how to follow it (register or
+        # log in with this number and verify it). Sent by the outbox worker.
+        sms = _COURT_SMS if batch.kind == "court" else _FIRM_SMS
+        await db.execute(
+            insert(Notification),
+            [
+                {
+                    "user_id": values["filer_id"],
+                    "channel": "sms",
+                    "title_msgid": _SMS_TITLE.msgid,
+                    "body_msgid": sms.msgid,
+                    "params": {
+                        "number": values["number"],
+                        "firm": values["respondent_name"],
+                        "court": batch.court_name,
+                    },
+                    "link": f"/cases/{case_id}",
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                for case_id, values in zip(case_ids, case_rows, strict=True)
+            ],
+        )
         written.extend(str(v["number"]) for v in case_rows)
         if progress is not None:
             progress.done = start + len(part)
         await asyncio.sleep(0)
     db.info[LOG_PENDING] = True
+    db.info[OUTBOX_PENDING] = True
     return written
+
+
+_SMS_TITLE = _l("Case {number}: your dispute is with the mediation committee")
+_FIRM_SMS = _l(
+    "Your complaint against {firm} was passed to the mediation committee as case {number}. "
+    "Log in or register on Jiefen with this mobile number and verify it to follow the case."
+)
+_COURT_SMS = _l(
+    "{court} referred your dispute with {firm} to the mediation committee as case {number}. "
+    "Log in or register on Jiefen with this mobile number and verify it to follow the case."
+)
 
 
 # -- the batch's life ---------------------------------------------------------------------------

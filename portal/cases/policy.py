@@ -32,6 +32,8 @@ def cases_acl(_: Collection) -> ACL:
         # Batch actions on the queues; each case is still checked for the action itself.
         (ALLOW, role(Role.COMMITTEE_ADMIN), "batch"),
         (ALLOW, role(Role.PLATFORM_ADMIN), "batch"),
+        # A mediator's own cases: messages, status changes and sessions in a row.
+        (ALLOW, role(Role.MEDIATOR), "batch"),
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +37,7 @@ from portal.errors import DomainError, NotFound
 from portal.evidence import views as evidence_views
 from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
+from portal.meetings import service as meetings_service
 from portal.orgs import service as orgs
 from portal.orgs.categories import CATEGORIES
 from portal.orgs.models import Committee, Firm
@@ -141,6 +142,7 @@ async def case_list(request: Request) -> Response:
     filters = _filters(params)
     who = identity(request)
     staff = who.role in (Role.COMMITTEE_ADMIN, Role.PLATFORM_ADMIN)
+    batch_actions = batch.actions_for(str(who.role)) if who.role else {}
     # An htmx update replaces only the results: the filters' options are not needed then.
     options = staff and not is_htmx(request)
     async with db_session(request) as db:
@@ -179,7 +181,11 @@ async def case_list(request: Request) -> Response:
             "committees": committees,
             "staff": staff,
             "status_choices": [(k, v) for k, v in STATUS_LABELS.items() if k != "draft"],
-            "batch_actions": batch.ACTIONS,
+            "batch_actions": batch_actions,
+            "status_changes": batch.STATUS_CHANGES,
+            "durations": meetings_service.DURATIONS,
+            "gaps": batch.GAPS,
+            "meeting_modes": meetings_service.MODES,
             "batch_fields": batch.FIELDS,
             "batch_max": batch.MAX_BATCH,
             "query_string": urlencode(query),
@@ -264,11 +270,24 @@ async def batch_action(request: Request) -> Response:
     assert who.user_id is not None
     # A ticked case is a field: room for more than a batch holds, to say it is too many.
     form = await read_form(request, max_fields=batch.MAX_BATCH + 100)
+    starts_at = None
+    if form.get("starts_at"):
+        try:
+            local = datetime.fromisoformat(str(form.get("starts_at")).strip())
+        except ValueError:
+            local = None
+        if local is not None and local.tzinfo is None:
+            starts_at = local.replace(tzinfo=service.TZ)
     action = batch.BatchAction(
         action=str(form.get("action", "")),
         mediator_id=_int(str(form.get("mediator_id", ""))),
         template=str(form.get("template", "")),
         audience=str(form.get("audience", "claimant")),
+        transition=str(form.get("transition", "")),
+        starts_at=starts_at,
+        duration=_int(str(form.get("duration", ""))) or 0,
+        gap=_int(str(form.get("gap", "0"))) or 0,
+        mode=str(form.get("mode", "video")),
     )
     state = request.app.state
     limit = batch.MAX_BATCH + 1  # one more, to know when there are too many
@@ -287,6 +306,7 @@ async def batch_action(request: Request) -> Response:
             ids[:limit],
             action,
             lambda permission, case: permits(request, permission, case),
+            role=str(who.role),
         )
     except DomainError as exc:
         return render(

@@ -116,3 +116,57 @@ def test_file_accept_assign_answer(portal_url: str, browser: Any, shot: Any) -> 
     expect(consumer.locator("[data-testid=nav-notifications] .count-badge")).not_to_have_text("0")
     for page in (consumer, admin, firm):
         page.context.close()
+
+
+def test_committee_imports_court_referred_cases(
+    portal_url: str, browser: Any, shot: Any, tmp_path: Any
+) -> None:
+    """The committee uploads a court's list of referred cases: the report row by row, then
+    the valid rows imported with the court's name, case numbers and deadline."""
+    header = ",".join(
+        [
+            "外部编号*",
+            "被申请机构统一社会信用代码",
+            "纠纷类型*",
+            "申请人姓名*",
+            "申请人身份证号*",
+            "申请人手机号*",
+            "金额（元）",
+            "纠纷发生日期",
+            "纠纷事实与请求*",
+            "法院案号",
+        ]
+    )
+    code = "91310000MA1K00002C"
+    rows = [
+        f"FY-001,{code},信用卡,王五,11010519491231002X,13700000001,8200,2026-04-02,"
+        "分期手续费争议，请求退还。,(2026)沪0101民初1001号",
+        f"FY-002,{code},小额贷款,赵六,11010519491231002X,13700000002,15000,2026-05-10,"
+        "利息计算争议。,(2026)沪0101民初1002号",
+        f"FY-003,{code},信用卡,钱七,110105194912310021,1370000,abc,2026-05-11,年费争议。,",
+    ]
+    path = tmp_path / "法院委派.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="gbk")
+    admin = log_in(browser, portal_url, "admin@jiefen.example", DESKTOP)
+    admin.click("[data-testid=nav-import]")
+    admin.select_option("#f-kind", "court")
+    admin.fill("#f-court_name", "上海市黄浦区人民法院")
+    admin.fill("#f-court_deadline", "2099-06-30")
+    admin.set_input_files("#f-file", str(path))
+    admin.click("[data-testid=import-upload]")
+    expect(admin.locator("[data-testid=import-status]")).to_have_attribute("data-status", "checked")
+    expect(admin.locator("[data-testid=import-valid]")).to_have_text("2")
+    expect(admin.locator("[data-testid=import-report]")).to_contain_text("申请人手机号")
+    shot(admin, "20-import-report")
+    admin.check("input[name=mode][value=valid]")
+    admin.click("[data-testid=import-start]")
+    expect(admin.locator("[data-testid=import-status]")).to_have_attribute(
+        "data-status", "imported", timeout=20_000
+    )
+    expect(admin.locator("[data-testid=import-imported]")).to_have_text("2")
+    shot(admin, "21-import-done")
+    admin.goto(portal_url + "/cases?status=submitted&sort=-submitted")
+    admin.locator("#case-results tbody a").first.click()
+    expect(admin.locator("[data-testid=court-referral]")).to_contain_text("上海市黄浦区人民法院")
+    shot(admin, "22-court-referred-case")
+    admin.context.close()

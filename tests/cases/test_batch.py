@@ -128,3 +128,64 @@ async def test_bad_batches_change_nothing(app: Any, client: httpx.AsyncClient) -
             await post_form(other, "/cases/batch", {"action": "accept", "case_ids": ids})
         ).status_code == 404
     assert await _statuses(app, ids) == ["submitted"] * 3
+
+
+async def test_status_changes_and_sessions_in_a_row(app: Any, client: httpx.AsyncClient) -> None:
+    """The committee starts mediation on many cases; their mediator schedules their sessions
+    one after another; a case that cannot take the action is named and left alone."""
+    from datetime import datetime, timedelta
+
+    from portal.cases.service import TZ
+    from portal.meetings.models import Meeting
+
+    w = await _world(app)
+    await log_in(client, w["admin"].login, w["admin"].password)
+    ids = [c.id for c in w["mine"]]
+    await post_form(client, "/cases/batch", {"action": "accept", "case_ids": ids})
+    await post_form(
+        client,
+        "/cases/batch",
+        {"action": "assign", "mediator_id": str(w["mediator"].id), "case_ids": ids[:2]},
+    )
+    started = await post_form(
+        client,
+        "/cases/batch",
+        {"action": "status", "transition": "start_mediation", "case_ids": ids},
+    )
+    assert "2 件已完成，1 件未完成" in started.text  # the third has no mediator yet
+    assert await _statuses(app, ids) == ["in_mediation", "in_mediation", "accepted"]
+    # Scheduling is the mediator's: not offered to the committee.
+    refused = await post_form(client, "/cases/batch", {"action": "schedule", "case_ids": ids})
+    assert refused.status_code == 400 and "请从选项中选择一项" in refused.text
+    bad = await post_form(client, "/cases/batch", {"action": "status", "case_ids": ids})
+    assert bad.status_code == 400
+
+    mediator = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    async with mediator:
+        await log_in(mediator, w["mediator"].login, w["mediator"].password)
+        listed = await mediator.get("/cases")
+        assert 'data-testid="batch-form"' in listed.text and 'name="starts_at"' in listed.text
+        assert "f-batch-mediator" not in listed.text  # assigning is the committee's
+        first = (datetime.now(TZ) + timedelta(days=1)).replace(
+            hour=9, minute=0, second=0, microsecond=0
+        )
+        planned = await post_form(
+            mediator,
+            "/cases/batch",
+            {
+                "action": "schedule",
+                "starts_at": first.strftime("%Y-%m-%dT%H:%M"),
+                "duration": "30",
+                "gap": "10",
+                "mode": "video",
+                "case_ids": [ids[2], *ids[:2]],  # the first is not theirs
+            },
+        )
+        assert "2 件已完成，1 件未完成" in planned.text, planned.text[-800:]
+    async with app.starlette.state.db() as db:
+        meetings = list(await db.scalars(select(Meeting).order_by(Meeting.starts_at)))
+    assert [m.case_id for m in meetings] == ids[:2]
+    assert [m.starts_at.astimezone(TZ) for m in meetings] == [
+        first,
+        first + timedelta(minutes=40),
+    ]

@@ -206,6 +206,10 @@ async def test_firm_dry_run_report_then_valid_rows_and_idempotent_reimport(
         # The file (personal data) is deleted once imported.
         assert not app.starlette.state.blobs.exists(batch.sha256)
     assert await count(app, AuditEvent, AuditEvent.action == "case.import") == 3
+    # Each claimant is told by text message, the placeholder's too (to the row's number).
+    from portal.notify.models import Notification
+
+    assert await count(app, Notification, Notification.channel == "sms") == 3
     assert await count(app, AuditEvent, AuditEvent.action == "import.done") == 1
 
     # The same file again: its references are found, nothing is imported twice.
@@ -282,6 +286,9 @@ async def test_bad_files_are_refused_clearly_and_save_nothing(
     assert await count(app, Case) == 0
     assert await count(app, ImportBatch, ImportBatch.status != "refused") == 0
 
+    # A category no committee takes yet cannot be routed: a problem of its row.
+    _, page = await checked(client, "ins.csv", csv_bytes([row(9, category="保险")]))
+    assert "目前还没有调解委员会受理这类纠纷" in page
     # GBK and UTF-8 with a byte-order mark are both read, and English headers too.
     for name, data in (
         ("gbk.csv", csv_bytes([row(1)], encoding="gbk")),
