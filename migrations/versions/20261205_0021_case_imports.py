@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("first_number", sa.String(length=24), nullable=True),
         sa.Column("last_number", sa.String(length=24), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["committee_id"],

@@ -184,6 +184,7 @@ async def batch_page(request: Request) -> Response:
     context = {
         "batch": batch,
         "progress": progress,
+        "stalled": imports.stalled(batch),
         "percent": int(100 * progress.done / progress.total) if progress and progress.total else 0,
         "problems": _problems(batch),
         "report_limit": imports.REPORT_LIMIT,

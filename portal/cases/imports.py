@@ -24,7 +24,7 @@ import logging
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import PurePath
 from typing import Any
@@ -368,17 +368,18 @@ async def _context(
         for firm in await db.scalars(select(Firm).where(Firm.credit_code.is_not(None))):
             assert firm.credit_code is not None
             firms[firm.credit_code] = firm
-    wanted = list(set(refs))
+    # Every reference this importer has used: one range of the (source, reference) index,
+    # streamed. (IN lists of thousands of references made PostgreSQL scan the table.)
+    wanted = set(refs)
     existing: set[str] = set()
-    for start in range(0, len(wanted), 5000):
-        existing.update(
-            await db.scalars(
-                select(Case.external_ref).where(
-                    Case.import_source == importer.source,
-                    Case.external_ref.in_(wanted[start : start + 5000]),
-                )
-            )
-        )
+    used = await db.stream_scalars(
+        select(Case.external_ref)
+        .where(Case.import_source == importer.source)
+        .execution_options(yield_per=5000)
+    )
+    async for ref in used:
+        if ref in wanted:
+            existing.add(ref)
     return firms, existing, taken
 
 
@@ -528,6 +529,18 @@ class Progress:
 
 
 RUNNING: dict[int, Progress] = {}
+# Longer than any check or import takes (100,000 rows: under two minutes): a batch still busy
+# after this, and running in no process, was cut off.
+STALLED_AFTER = timedelta(minutes=30)
+
+
+def stalled(batch: ImportBatch, now: datetime | None = None) -> bool:
+    """The batch's check or import was cut off (its process stopped): nothing was saved, and
+    the file is to be uploaded again."""
+    if batch.status not in BUSY or batch.id in RUNNING:
+        return False
+    started = batch.started_at or batch.created_at
+    return (now or utcnow()) - started > STALLED_AFTER
 
 
 # -- writing the cases ---------------------------------------------------------------------------
@@ -837,6 +850,7 @@ async def create_batch(
     name = PurePath(filename.replace("\\", "/")).name[:200] or "import.csv"
     blob = await asyncio.to_thread(store.put_bytes, data, len(data) + 1)
     batch = ImportBatch(
+        started_at=utcnow(),
         kind=kind,
         source=source,
         firm_id=firm_id,
@@ -935,6 +949,7 @@ async def start_import(db: AsyncSession, batch: ImportBatch, actor: User, mode: 
         raise DomainError(_l("No row is left to import."), field="mode")
     batch.status = "importing"
     batch.mode = mode
+    batch.started_at = utcnow()
     record(db, actor.id, "import.start", "import_batch", batch.id, mode=mode)
     await db.commit()
 

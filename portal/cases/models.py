@@ -280,4 +280,7 @@ class ImportBatch(Base):
     first_number: Mapped[str | None] = mapped_column(String(24))
     last_number: Mapped[str | None] = mapped_column(String(24))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When its check or import was last started: a batch busy for longer than any run takes
+    # was cut off (the process running it stopped).
+    started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

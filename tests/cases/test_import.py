@@ -413,3 +413,31 @@ async def _last_code(app: Any, user_id: int) -> str:
         )
         assert note is not None
         return str(note.params["code"])
+
+
+async def test_a_batch_cut_off_by_a_restart_says_so(app: Any, client: httpx.AsyncClient) -> None:
+    from datetime import timedelta
+
+    from portal.cases import imports
+    from portal.db import utcnow
+
+    firm = await make_firm(app)
+    rep = await make_user(app, Role.FIRM_REP, firm=firm)
+    async with app.starlette.state.db() as db:
+        user = await db.get(User, rep.id)
+        assert user is not None
+        batch = await imports.create_batch(
+            db, app.starlette.state.blobs, user, kind="firm", filename="a.csv", data=b"x"
+        )
+    await log_in(client, rep.login, rep.password)
+    page = await client.get(f"/cases/import/{batch.id}")
+    assert "hx-get" in page.text.split("data-status=")[1][:300]  # still followed
+    assert 'data-testid="import-stalled"' not in page.text
+    async with app.starlette.state.db() as db:
+        row = await db.get(ImportBatch, batch.id)
+        assert row is not None
+        row.started_at = utcnow() - imports.STALLED_AFTER - timedelta(minutes=1)
+        await db.commit()
+    page = await client.get(f"/cases/import/{batch.id}")
+    assert 'data-testid="import-stalled"' in page.text and "请重新上传文件" in page.text
+    assert "hx-get" not in page.text.split("data-status=")[1][:300]
