@@ -357,7 +357,7 @@ CASES = [
     Case("cases.list", "GET", logged_in("ok")),
     Case("cases.export", "GET", logged_in("ok")),
     Case("cases.firm_link", "GET", everyone("done"), params=lambda w: {"token": "x"}),
-    Case("cases.batch", "POST", only("bad", *ADMINS), label="staff; no action, no case"),
+    Case("cases.batch", "POST", only("bad", *ADMINS, "mediator"), label="no action, no case"),
     Case("cases.import", "GET", only("ok", "firm_rep", "committee_admin")),
     Case("cases.import", "POST", only("bad", "firm_rep", "committee_admin"), label="no file"),
     Case(
