@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
@@ -73,22 +72,10 @@ async def _read_upload(request: Request) -> tuple[Form, UploadFile | None]:
     return Form(data), upload if isinstance(upload, UploadFile) else None
 
 
-def _source_of(who_role: str, firm_id: int | None, committee_id: int | None) -> str:
-    return f"firm:{firm_id}" if who_role == "firm_rep" else f"committee:{committee_id}"
-
-
 async def _page(request: Request, form: Form, status_code: int = 200) -> Response:
     user = request.state.user
-    source = _source_of(user.role, user.firm_id, user.committee_id)
     async with db_session(request) as db:
-        recent = list(
-            await db.scalars(
-                select(ImportBatch)
-                .where(ImportBatch.source == source)
-                .order_by(ImportBatch.id.desc())
-                .limit(20)
-            )
-        )
+        recent = await imports.recent_batches(db, user)
     return render(
         request,
         "cases/import.html",

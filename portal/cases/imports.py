@@ -813,6 +813,24 @@ def importer_of(batch: ImportBatch, firm: Firm | None) -> Importer:
     )
 
 
+def source_of(user: User) -> str:
+    """The scope of an importer's references: their firm, or their committee."""
+    if user.role == Role.FIRM_REP.value:
+        return f"firm:{user.firm_id}"
+    return f"committee:{user.committee_id}"
+
+
+async def recent_batches(db: AsyncSession, user: User, limit: int = 20) -> list[ImportBatch]:
+    """The latest files of the user's firm or committee."""
+    query = (
+        select(ImportBatch)
+        .where(ImportBatch.source == source_of(user))
+        .order_by(ImportBatch.id.desc())
+        .limit(limit)
+    )
+    return list(await db.scalars(query))
+
+
 async def create_batch(
     db: AsyncSession,
     store: BlobStore,
@@ -825,14 +843,15 @@ async def create_batch(
     court_deadline: date | None = None,
 ) -> ImportBatch:
     """Keep the file (encrypted) and open its batch; the check runs next (``check_batch``)."""
+    source = source_of(actor)
     if actor.role == Role.FIRM_REP.value:
         if kind != "firm":
             raise DomainError(_l("Choose one of the options."), field="kind")
-        source, firm_id, committee_id = f"firm:{actor.firm_id}", actor.firm_id, None
+        firm_id, committee_id = actor.firm_id, None
     elif actor.role == Role.COMMITTEE_ADMIN.value:
         if kind not in KINDS:
             raise DomainError(_l("Choose one of the options."), field="kind")
-        source, firm_id, committee_id = f"committee:{actor.committee_id}", None, actor.committee_id
+        firm_id, committee_id = None, actor.committee_id
     else:
         raise DomainError(_l("Only firms and committees import cases."))
     if kind == "court":
@@ -948,9 +967,17 @@ async def start_import(db: AsyncSession, batch: ImportBatch, actor: User, mode: 
         )
     if batch.rows_valid == 0:
         raise DomainError(_l("No row is left to import."), field="mode")
-    batch.status = "importing"
-    batch.mode = mode
-    batch.started_at = utcnow()
+    # One import per batch, even when the button is pressed twice at once: only the request
+    # that moves it from "checked" goes on.
+    moved = await db.execute(
+        update(ImportBatch)
+        .where(ImportBatch.id == batch.id, ImportBatch.status == "checked")
+        .values(status="importing", mode=mode, started_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    if not moved.rowcount:  # type: ignore[attr-defined]
+        await db.rollback()
+        raise DomainError(_l("This file is not waiting to be imported."))
     record(db, actor.id, "import.start", "import_batch", batch.id, mode=mode)
     await db.commit()
 

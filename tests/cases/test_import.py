@@ -12,6 +12,7 @@ import zipfile
 from typing import Any
 
 import httpx
+import pytest
 import xlsxwriter
 from sqlalchemy import func, select
 
@@ -441,3 +442,24 @@ async def test_a_batch_cut_off_by_a_restart_says_so(app: Any, client: httpx.Asyn
     page = await client.get(f"/cases/import/{batch.id}")
     assert 'data-testid="import-stalled"' in page.text and "请重新上传文件" in page.text
     assert "hx-get" not in page.text.split("data-status=")[1][:300]
+
+
+async def test_pressing_import_twice_imports_once(app: Any, client: httpx.AsyncClient) -> None:
+    from portal.cases import imports
+    from portal.errors import DomainError
+
+    await make_committee(app)
+    firm = await make_firm(app)
+    rep = await make_user(app, Role.FIRM_REP, firm=firm)
+    await log_in(client, rep.login, rep.password)
+    location, _ = await checked(client, "a.csv", csv_bytes([row(1), row(2)]))
+    batch_id = int(location.rsplit("/", 1)[1])
+    sessions = app.starlette.state.db
+    async with sessions() as first, sessions() as second:
+        one = await first.get(ImportBatch, batch_id)
+        two = await second.get(ImportBatch, batch_id)  # both read it "checked"
+        user_one, user_two = await first.get(User, rep.id), await second.get(User, rep.id)
+        assert one and two and user_one and user_two
+        await imports.start_import(first, one, user_one, "all")
+        with pytest.raises(DomainError, match="not waiting to be imported"):
+            await imports.start_import(second, two, user_two, "all")
