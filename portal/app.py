@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from portal import observability
 from portal.accounts import policy as accounts_policy
 from portal.accounts import service as accounts
 from portal.accounts import views as accounts_views
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             *guidance_views.routes,
             *api_views.routes,
             *api_manage_views.routes,
+            *observability.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
@@ -196,6 +198,14 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         lifespan=lifespan,
     )
     starlette.state.settings = settings
+    # Outermost, so that it times everything the portal does for a request.
+    metrics = observability.Metrics()
+    starlette.state.metrics = metrics
+    starlette.add_middleware(
+        observability.MetricsMiddleware,
+        metrics=metrics,
+        templates=observability.route_templates(starlette.routes),
+    )
     starlette.state.vault = DataVault(settings.data_key)
     settings.ensure_dirs()
     starlette.state.blobs = evidence.blob_store(settings)

@@ -75,6 +75,8 @@ class Settings:
     var_dir: Path = Path("var")
     storage_dir: Path = Path("var/storage")
     redis_url: str | None = None
+    # Bearer token for /metrics from other hosts (without it, only loopback may scrape).
+    metrics_token: str | None = None
     # Names this deployment's Redis channels, so deployments (or test workers) sharing one
     # Redis never hear each other's rooms.
     redis_prefix: str = "jiefen"
@@ -188,6 +190,7 @@ class Settings:
             var_dir=var_dir,
             storage_dir=Path(env.get("STORAGE_DIR", str(var_dir / "storage"))),
             redis_url=env.get("REDIS_URL") or None,
+            metrics_token=env.get("METRICS_TOKEN") or None,
             redis_prefix=env.get("REDIS_PREFIX", "jiefen"),
             smtp=smtp,
             base_url=env.get("BASE_URL", "http://127.0.0.1:8000").rstrip("/"),

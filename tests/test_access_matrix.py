@@ -248,6 +248,9 @@ ADMINS = ("committee_admin", "platform_admin")
 
 CASES = [
     Case("home", "GET", everyone("ok")),
+    Case("ops.healthz", "GET", everyone("ok")),
+    Case("ops.readyz", "GET", everyone("ok")),
+    Case("ops.metrics", "GET", everyone("ok"), label="from loopback (the test client)"),
     Case("accounts.register", "GET", everyone("ok")),
     Case("accounts.register", "POST", everyone("bad")),
     Case("accounts.login", "GET", everyone("ok")),
