@@ -114,6 +114,9 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         reload=reload,
         proxy_headers=True,
         ws="websockets-sansio",
+        # The portal logs each request itself (portal.observability): by route template, with
+        # no query string, which may hold a searched name.
+        access_log=False,
     )
 
 

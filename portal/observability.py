@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Iterable
@@ -40,6 +41,29 @@ from portal.meetings.models import Meeting, MeetingConnection
 from portal.notify.models import Notification
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+access_log = logging.getLogger("jiefen.access")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """The root logger's format: text for people, or JSON a line (python-json-logger) with
+    the time, level, logger, message and the record's own fields (request id, user id,
+    route, status, milliseconds for the access log)."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 # Seconds: from a cached page to a large upload.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -118,7 +142,27 @@ class MetricsMiddleware:
             if endpoint is None and "app" in scope:  # a mount, such as /static
                 endpoint = scope.get("app")
             route = self.templates.get(endpoint, "unmatched")
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe(scope["method"], route, status, seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                state = scope.get("state", {})
+                identity = state.get("identity")
+                # No path or query string (a search may hold a name): the route's template.
+                access_log.info(
+                    "%s %s %s %.1f ms",
+                    scope["method"],
+                    route,
+                    status,
+                    seconds * 1000,
+                    extra={
+                        "request_id": state.get("request_id"),
+                        "user_id": getattr(identity, "user_id", None),
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "ms": round(seconds * 1000, 1),
+                    },
+                )
 
 
 # -- the endpoints ----------------------------------------------------------------------------

@@ -93,6 +93,8 @@ class Settings:
     # Webhooks may go to http:// and private addresses (tests, intranets); never on the internet.
     webhook_allow_private: bool = False
     log_level: str = "INFO"
+    # "text" (a line for people) or "json" (one object a line, for a log collector).
+    log_format: str = "text"
     # Evidence: blob master keys "id:base64,..." (new blobs use blob_master_key_id), the upload
     # limit per file, the log's name and signing key, the time-stamping authority.
     blob_master_keys: str = field(default="", repr=False)
@@ -203,6 +205,7 @@ class Settings:
             webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
             invitation_days=int(env.get("INVITATION_DAYS", "7")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_format="json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
             blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),
             blob_master_key_id=env.get("BLOB_MASTER_KEY_ID", ""),
             evidence_max_mb=int(env.get("EVIDENCE_MAX_MB", "200")),

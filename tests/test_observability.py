@@ -122,6 +122,50 @@ async def test_metrics_only_for_loopback_or_the_token(settings: Any) -> None:
 def test_settings_read_the_metrics_token(tmp_path: Path) -> None:
     from portal.settings import Settings
 
-    env = {"VAR_DIR": str(tmp_path), "METRICS_TOKEN": "abc"}
+    env = {"VAR_DIR": str(tmp_path), "METRICS_TOKEN": "abc", "LOG_FORMAT": "JSON"}
     assert Settings.from_env(env).metrics_token == "abc"
+    assert Settings.from_env(env).log_format == "json"
+    assert Settings.from_env({"VAR_DIR": str(tmp_path)}).log_format == "text"
     assert make_settings("sqlite+aiosqlite:///x.db", tmp_path).metrics_token is None
+
+
+async def test_each_request_is_logged_by_route_without_personal_data(
+    app: Any, client: httpx.AsyncClient, caplog: Any
+) -> None:
+    import logging
+
+    consumer = await make_user(app, Role.CONSUMER, phone="13900000778")
+    await log_in(client, consumer.login, consumer.password)
+    with caplog.at_level(logging.INFO, logger="jiefen.access"):
+        answer = await client.get("/cases", params={"q": "张三丰"})
+    records = [r for r in caplog.records if r.name == "jiefen.access"]
+    assert records, "no access log line"
+    line = records[-1]
+    assert line.route == "/cases" and line.status == 200 and line.method == "GET"
+    assert line.request_id == answer.headers["x-request-id"]
+    assert line.user_id == consumer.id
+    assert "张三丰" not in line.getMessage() and "13900000778" not in line.getMessage()
+
+
+def test_json_logs_carry_the_fields() -> None:
+    import json
+    import logging
+
+    from portal.observability import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        root.handlers = []
+        configure_logging("INFO", "json")
+        handler = logging.getLogger().handlers[0]
+        record = logging.LogRecord(
+            "jiefen.access", logging.INFO, __file__, 1, "GET %s", ("/x",), None
+        )
+        record.request_id, record.user_id, record.route = "abc", 7, "/x"
+        out = json.loads(handler.format(record))
+        assert out["message"] == "GET /x" and out["level"] == "INFO"
+        assert out["logger"] == "jiefen.access" and "time" in out
+        assert (out["request_id"], out["user_id"], out["route"]) == ("abc", 7, "/x")
+    finally:
+        root.handlers = saved
