@@ -249,6 +249,7 @@ def render(
         "large_text": getattr(state, "large_text", False),
         "flash": getattr(state, "flash", None),
         "request_id": getattr(state, "request_id", ""),
+        "csp_nonce": getattr(state, "csp_nonce", ""),
         "permits": lambda permission, resource: permits(request, permission, resource),
         **(context or {}),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -90,7 +91,16 @@ async def test_500_shows_request_id_and_logs_traceback(
 async def test_security_headers_and_static_vendor(client: httpx.AsyncClient) -> None:
     response = await client.get("/")
     csp = response.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
+    # Scripts run only with this response's nonce, which every script tag carries; the next
+    # response has another.
+    nonce = re.search(r"script-src 'nonce-([\w-]+)'", csp)
+    assert nonce is not None
+    tags = re.findall(r"<script[^>]*\bsrc=[^>]*>", response.text)
+    assert tags and all(f'nonce="{nonce[1]}"' in tag for tag in tags)
+    again = (await client.get("/")).headers["Content-Security-Policy"]
+    assert nonce[1] not in again
+    assert "Strict-Transport-Security" not in response.headers  # plain http in tests
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     for path in [
         "/static/vendor/htmx-2.0.11/htmx.min.js",

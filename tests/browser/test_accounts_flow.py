@@ -79,3 +79,52 @@ def test_demo_admin_login_and_large_text(portal_url: str, browser: Any, shot: An
     assert missing is not None and missing.status == 404
     assert "页面不存在" in page.inner_text("h1")
     context.close()
+
+
+def test_csp_blocks_injected_scripts_while_the_page_works(
+    portal_url: str, browser: Any, shot: Any
+) -> None:
+    """Stand-in for an XSS: the login page arrives with an inline script and a script from this
+    origin (say, an uploaded file) slipped in. Neither runs; the page's own scripts do."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    # Runs through DevTools, outside the page's policy: it only records what the policy refused.
+    page.add_init_script(
+        "window.refused = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " e => window.refused.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+
+    def inject(route: Any) -> None:
+        response = route.fetch()
+        html = response.text().replace(
+            "</body>",
+            "<script>window.inlineRan = true</script>"
+            '<script src="/var/uploads/evil.js"></script></body>',
+        )
+        route.fulfill(response=response, body=html)
+
+    def evil(route: Any) -> None:
+        route.fulfill(body="window.uploadRan = true", content_type="text/javascript")
+
+    page.route("**/accounts/login", inject)
+    page.route("**/var/uploads/evil.js", evil)
+    page.goto(portal_url + "/accounts/login")
+    page.wait_for_function("window.refused.length >= 2")
+    assert page.evaluate("window.inlineRan") is None
+    assert page.evaluate("window.uploadRan") is None
+    refused = page.evaluate("window.refused")
+    assert any(r.startswith("script-src-elem inline") for r in refused), refused
+    assert any(r.endswith("/var/uploads/evil.js") for r in refused), refused
+    # The page's own scripts ran: htmx posts the login form and swaps in its errors.
+    assert page.evaluate("typeof htmx") == "object"
+    page.fill("#f-login", "admin@jiefen.example")
+    page.fill("#f-password", "not-the-password")
+    page.click("button[type=submit].primary")
+    page.wait_for_selector(".error-summary")
+    shot(page, "07-csp-refused-injected-scripts")
+    page.unroute("**/accounts/login")
+    page.fill("#f-password", "Jiefen-Demo-2026")
+    page.click("button[type=submit].primary")
+    page.wait_for_selector("[data-testid=welcome]")
+    context.close()
