@@ -33,6 +33,7 @@ from portal.api import policy as api_policy
 from portal.api import views as api_views
 from portal.api.limits import RateLimit
 from portal.api.webhooks import WebhookLoop
+from portal.audit.digest import AuditDigestLoop
 from portal.cases import import_views
 from portal.cases import policy as cases_policy
 from portal.cases import views as cases_views
@@ -147,9 +148,13 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         )
         app.state.webhooks = webhooks
         webhooks.start()
+        audit_digests = AuditDigestLoop(app.state.db, settings.audit_retention_days)
+        app.state.audit_digests = audit_digests
+        audit_digests.start()
         try:
             yield
         finally:
+            await audit_digests.stop()
             await webhooks.stop()
             await app.state.api_rate.close()
             await recorder.stop()

@@ -47,6 +47,13 @@ def _read_or_create_blob_key(var_dir: Path) -> str:
     return value
 
 
+def _audit_retention(value: str) -> int:
+    days = int(value)
+    if days < 183:
+        raise ValueError("AUDIT_RETENTION_DAYS must be at least 183 (six months)")
+    return days
+
+
 def _url_list(value: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of ICE server URLs, each with one of ``schemes``."""
     urls = tuple(u.strip() for u in value.split(",") if u.strip())
@@ -87,6 +94,9 @@ class Settings:
     session_idle_minutes: int = 120
     session_absolute_hours: int = 12
     invitation_days: int = 7
+    # The audit trail is kept this long (never less than six months), then deleted; its
+    # digests stay in the evidence log.
+    audit_retention_days: int = 365
     # The firm API: calls per token and window ("600/minute"), the largest JSON body.
     api_rate_limit: str = "600/minute"
     api_max_json_kb: int = 64
@@ -204,6 +214,7 @@ class Settings:
             api_max_json_kb=int(env.get("API_MAX_JSON_KB", "64")),
             webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
             invitation_days=int(env.get("INVITATION_DAYS", "7")),
+            audit_retention_days=_audit_retention(env.get("AUDIT_RETENTION_DAYS", "365")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format="json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
             blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),

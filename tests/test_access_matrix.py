@@ -443,6 +443,28 @@ CASES = [
         params=lambda w: {"case_id": w.ids["draft"]},
         label="a draft: only its filer, sent to the wizard",
     ),
+    # The full ID and mobile number: the filer, the case's mediator and committee; recorded.
+    Case(
+        "cases.identity",
+        "GET",
+        only("ok", "consumer", "mediator", "committee_admin"),
+        params=lambda w: {"case_id": w.ids["case"]},
+        label="a case of committee A, firm X, the consumer, the mediator",
+    ),
+    Case(
+        "cases.identity",
+        "GET",
+        only("ok"),
+        params=lambda w: {"case_id": w.ids["other_case"]},
+        label="someone else's case",
+    ),
+    Case(
+        "cases.identity",
+        "GET",
+        only("ok"),
+        params=lambda w: {"case_id": w.ids["draft"]},
+        label="a draft: its wizard shows it",
+    ),
     Case(
         "cases.edit",
         "GET",
@@ -932,6 +954,16 @@ CASES = [
 UNLISTED = {"static", *(e.name for e in ENDPOINTS)}
 
 
+# On every answer, whoever asks: the browser's defences (portal.middleware).
+SECURITY_HEADERS = (
+    "content-security-policy",
+    "x-content-type-options",
+    "referrer-policy",
+    "x-frame-options",
+    "x-request-id",
+)
+
+
 def outcome(response: httpx.Response) -> str:
     if response.status_code == 303:
         return "login" if response.headers["location"].startswith("/accounts/login") else "done"
@@ -967,6 +999,12 @@ async def test_access_matrix(app: Any, client: httpx.AsyncClient, who: str) -> N
         else:
             response = await client.post(path, data={"csrf_token": token, **case.data})
         got = outcome(response)
+        missing_headers = [h for h in SECURITY_HEADERS if h not in response.headers]
+        if missing_headers:
+            wrong.append(f"{case.method} {case.route}: no {missing_headers}")
+        csp = response.headers.get("content-security-policy", "")
+        if "'unsafe-inline'" in csp or "frame-ancestors 'none'" not in csp:
+            wrong.append(f"{case.method} {case.route}: weak policy {csp}")
         if case.route == "accounts.preferences":
             # Undo the language switch so later pages stay comparable.
             await client.post(path, data={"csrf_token": token, "locale": "zh_CN"})

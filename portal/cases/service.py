@@ -317,6 +317,37 @@ def claimant_of(vault: DataVault, case: Case) -> ClaimantView:
     )
 
 
+@dataclass(frozen=True)
+class IdentityView:
+    at: datetime
+    name: str
+    role: str
+    via: str
+    fields: list[str]
+
+
+async def identity_views(db: AsyncSession, case: Case, limit: int = 20) -> list[IdentityView]:
+    """Who has seen the case's identity data, latest first (from the audit trail)."""
+    from portal.audit.models import AuditEvent
+    from portal.audit.service import PERSONAL_DATA_VIEWED
+
+    rows = await db.execute(
+        select(AuditEvent.created_at, User.display_name, User.role, AuditEvent.detail)
+        .join(User, User.id == AuditEvent.actor_id)
+        .where(
+            AuditEvent.action == PERSONAL_DATA_VIEWED,
+            AuditEvent.object_type == "case",
+            AuditEvent.object_id == str(case.id),
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(limit)
+    )
+    return [
+        IdentityView(at, name, role, str(detail.get("via", "")), list(detail.get("fields", [])))
+        for at, name, role, detail in rows
+    ]
+
+
 async def timeline(db: AsyncSession, case: Case, who: Identity) -> list[CaseEvent]:
     parties = parties_of(case, who)
     query = select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)

@@ -20,7 +20,7 @@ from portal.accounts.models import User
 from portal.agreements import service as agreements
 from portal.agreements.policy import LitigationAccess, SurveyAccess
 from portal.analytics import likeness_views
-from portal.audit.service import record
+from portal.audit.service import personal_data_viewed, record
 from portal.cases import batch, links, service, uploads
 from portal.cases.forms import (
     ClaimantForm,
@@ -531,6 +531,30 @@ async def delete_material(request: Request) -> Response:
 # -- the case page ----------------------------------------------------------------------------
 
 
+async def case_identity(request: Request) -> Response:
+    """The claimant's (and agent's) full ID number and mobile numbers, for those who may see
+    them and need to (to call, to draft the agreement). Each showing goes into the audit
+    trail, and the committee sees who looked."""
+    who = identity(request)
+    async with db_session(request) as db:
+        case = await _load(request, db, "view_identity")
+        if case.status == Status.DRAFT:
+            raise NotFound
+        claimant = service.claimant_of(request.app.state.vault, case)
+        fields = ["name", "id_number", "phone"] if claimant.phone else ["name", "id_number"]
+        if case.filed_as == "agent":
+            fields += ["agent_name", "agent_phone"]
+        personal_data_viewed(db, who.user_id, case.id, case.filer_id, fields, "reveal")
+        await db.commit()
+        seen_by = await service.identity_views(db, case) if permits(request, "review", case) else []
+    return render(
+        request,
+        "cases/identity.html",
+        {"case": case, "claimant": claimant, "seen_by": seen_by},
+        block="identity",
+    )
+
+
 async def case_detail(request: Request) -> Response:
     who = identity(request)
     async with db_session(request) as db:
@@ -538,6 +562,11 @@ async def case_detail(request: Request) -> Response:
         if case.status == Status.DRAFT:
             return redirect(request, "cases.edit", case_id=case.id, step="review")
         page = await service.case_page(db, case, who)
+        parties = service.parties_of(case, who)
+        if not is_htmx(request) and parties & {Party.STAFF, Party.MEDIATOR}:
+            # The page shows the claimant's name (ID and phone masked).
+            personal_data_viewed(db, who.user_id, case.id, case.filer_id, ["name"], "case_page")
+            await db.commit()
         agreement = await agreements.access(db, case.id)
         imported = await service.import_batch_of(db, case)
         likeness = (
@@ -565,7 +594,7 @@ async def case_detail(request: Request) -> Response:
             "actors": page.actors,
             "recusal": page.recusal,
             "duplicate": page.duplicate,
-            "parties": service.parties_of(case, who),
+            "parties": parties,
             "Party": Party,
             "actions": service.actions_for(case, who),
             "claimant": service.claimant_of(request.app.state.vault, case),
@@ -804,6 +833,7 @@ routes = [
     Route("/m/{token}", firm_link, name="cases.firm_link"),
     Route("/cases/batch", batch_action, methods=["POST"], name="cases.batch"),
     Route("/cases/{case_id:int}", case_detail, name="cases.detail"),
+    Route("/cases/{case_id:int}/identity", case_identity, name="cases.identity"),
     Route(
         "/cases/{case_id:int}/edit/{step}", edit_case, methods=["GET", "POST"], name="cases.edit"
     ),

@@ -73,6 +73,7 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "AGREEMENT_SIGNATURE",
+    "AUDIT_DIGEST",
     "EVIDENCE_ADDED",
     "KNOWN_TYPES",
     "LEAF_PREFIX",
@@ -111,6 +112,7 @@ MINUTES_CONFIRMED = "minutes.confirmed"
 AGREEMENT_SIGNATURE = "agreement.signature"
 RECORDING = "recording"
 CHECKPOINT_NOTE = "checkpoint.note"
+AUDIT_DIGEST = "audit.digest"
 #: The types in use today; others that match the name pattern are accepted as well.
 KNOWN_TYPES = frozenset(
     {
@@ -120,6 +122,7 @@ KNOWN_TYPES = frozenset(
         AGREEMENT_SIGNATURE,
         RECORDING,
         CHECKPOINT_NOTE,
+        AUDIT_DIGEST,
     }
 )
 
