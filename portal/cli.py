@@ -478,30 +478,8 @@ async def _with_session(settings: Settings, work: Any) -> Any:
 @click.option("--no-files", is_flag=True, help="Skip re-reading the evidence files.")
 def evidence_verify(no_files: bool) -> None:
     """Recompute every leaf, file hash and tree hash; compare with the signed checkpoints."""
-    from portal.evidence.integrity import verify_log
-    from portal.evidence.service import blob_store, log_key
-
-    settings = Settings.from_env()
-    store = None if no_files else blob_store(settings)
-
-    def progress(done: int, total: int) -> None:
-        click.echo(f"\r{done:,} / {total:,} leaves", nl=False, err=True)
-
-    result = asyncio.run(
-        _with_session(
-            settings,
-            lambda db: verify_log(db, store, log_key(settings), progress=progress),
-        )
-    )
-    click.echo("", err=True)
-    click.echo(
-        f"{result.leaves:,} leaves, {result.checkpoints} checkpoints, {result.files} files "
-        f"checked in {result.seconds:.1f} s"
-    )
-    if not result.ok:
-        click.echo(f"MISMATCH: {result.problem}")
+    if not _verify_evidence(Settings.from_env(), files=not no_files):
         raise SystemExit(1)
-    click.echo("OK: the log, its records and files match the signed checkpoints")
 
 
 @evidence.command("checkpoint")
@@ -528,6 +506,135 @@ def evidence_key() -> None:
     from portal.evidence.service import log_key
 
     click.echo(log_key(Settings.from_env()).vkey)
+
+
+def _passphrase(confirm: bool) -> str:
+    """BACKUP_PASSPHRASE, or asked for (twice when sealing) without echo."""
+    import os
+
+    given = os.environ.get("BACKUP_PASSPHRASE")
+    if given:
+        return given
+    value: str = click.prompt(
+        "Passphrase for the key file", hide_input=True, confirmation_prompt=confirm
+    )
+    return value
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    names = {"database": "database", "files": "files", "check": "checking files"}
+    click.echo(f"\r{names.get(stage, stage)}: {done:,} / {total:,}   ", nl=False, err=True)
+    if done == total:
+        click.echo("", err=True)
+
+
+def _verify_evidence(settings: Settings, files: bool = True) -> bool:
+    from portal.evidence.integrity import verify_log
+    from portal.evidence.service import blob_store, log_key
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\r{done:,} / {total:,} leaves", nl=False, err=True)
+
+    store = blob_store(settings) if files else None
+    result = asyncio.run(
+        _with_session(
+            settings,
+            lambda db: verify_log(db, store, log_key(settings), progress=progress),
+        )
+    )
+    click.echo("", err=True)
+    click.echo(
+        f"{result.leaves:,} leaves, {result.checkpoints} checkpoints, {result.files} files "
+        f"checked in {result.seconds:.1f} s"
+    )
+    if not result.ok:
+        click.echo(f"MISMATCH: {result.problem}")
+        return False
+    click.echo("OK: the log, its records and files match the signed checkpoints")
+    return True
+
+
+@main.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option(
+    "--keys-to",
+    "keys_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the keys, sealed with a passphrase (keep it apart from the backup).",
+)
+def backup(dest: Path, keys_path: Path) -> None:
+    """Back up the database, the evidence files and (sealed, separately) the keys into DEST."""
+    from portal.backup import BackupError, create_backup
+
+    settings = Settings.from_env()
+    try:
+        result = create_backup(settings, dest, keys_path, _passphrase(True), _progress)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"backed up the {result.database} database (schema {result.revision}) and "
+        f"{result.files - 1:,} files, {result.bytes / 1e6:,.1f} MB, into {result.path}"
+    )
+    click.echo(f"keys sealed into {result.keys_path}: keep it and its passphrase elsewhere")
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--keys",
+    "keys_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The key file written by `jiefen backup --keys-to`.",
+)
+def restore(source: Path, keys_path: Path) -> None:
+    """Restore a backup into this empty instance, migrate it and verify the evidence log."""
+    import os
+
+    from portal.backup import BackupError, restore_backup
+
+    try:
+        manifest = restore_backup(
+            dict(os.environ), source, keys_path, _passphrase(False), _progress
+        )
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = Settings.from_env()
+    upgrade_database(settings)
+    click.echo(f"restored the backup of {manifest['created']} (schema {manifest['revision']})")
+    if not _verify_evidence(settings):
+        raise SystemExit(1)
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("digest")
+def audit_digest() -> None:
+    """Digest the audit events not yet in the evidence log (the portal does it every 5 min)."""
+    from portal.audit.digest import digest_all
+
+    made = asyncio.run(_with_session(Settings.from_env(), digest_all))
+    click.echo(f"{made} digests staged for the evidence log")
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Re-hash every kept audit event and compare with the digests in the evidence log."""
+    from portal.audit.digest import verify_digests
+
+    check = asyncio.run(_with_session(Settings.from_env(), verify_digests))
+    click.echo(
+        f"{check.digests:,} digests: {check.events:,} events re-hashed, {check.purged:,} past "
+        f"retention deleted, {check.undigested:,} not yet digested"
+    )
+    if not check.ok:
+        click.echo(f"MISMATCH: {check.problem}")
+        raise SystemExit(1)
+    click.echo("OK: the audit trail matches its digests in the evidence log")
 
 
 @main.group()
