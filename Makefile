@@ -8,7 +8,7 @@ PORT ?= 8000
 # Test files run in parallel workers, each with its own databases and Redis channels.
 TEST_WORKERS ?= 2
 
-.PHONY: help run test lint typecheck format check messages migration clean
+.PHONY: help run test lint typecheck audit format check messages migration clean
 
 help: ## List the chores
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: $(STAMP) ## ruff lint and format check
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
+
+audit: $(STAMP) ## Known vulnerabilities in the installed packages (pip-audit)
+	$(BIN)/pip-audit --skip-editable --progress-spinner off --desc
 
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
