@@ -637,6 +637,88 @@ def audit_verify() -> None:
     click.echo("OK: the audit trail matches its digests in the evidence log")
 
 
+@main.command("erase-person")
+@click.argument("login")
+@click.option(
+    "--reason",
+    type=click.Choice(["request", "retention"]),
+    required=True,
+    help="A lawful request of the person, or the end of the retention period.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase_person_command(login: str, reason: str, yes: bool) -> None:
+    """Erase a person's personal data (LOGIN: user id, phone or email); proofs stay valid."""
+    from portal.accounts.erasure import ErasureRefused, erase_person, find_person
+    from portal.crypto import DataVault
+    from portal.errors import NotFound
+    from portal.evidence.service import blob_store
+    from portal.i18n import load_catalogues
+
+    settings = Settings.from_env()
+    vault = DataVault(settings.data_key)
+
+    async def work(db: Any) -> Any:
+        try:
+            person = await find_person(db, vault, login)
+        except NotFound:
+            raise click.ClickException("no such person") from None
+        if not yes:
+            click.confirm(
+                f"Erase the personal data of user {person.id} ({person.role})? This cannot be "
+                "undone",
+                abort=True,
+            )
+        try:
+            return await erase_person(db, blob_store(settings), person, reason=reason)
+        except ErasureRefused as exc:
+            message = exc.message.render(load_catalogues()[settings.default_locale])
+            raise click.ClickException(message) from None
+
+    report = asyncio.run(_with_session(settings, work))
+    click.echo(
+        f"erased user {report.user_id}: {report.cases} cases, {report.materials} evidence items "
+        f"({report.files_deleted} files deleted), {report.notes} notes, {report.messages} "
+        f"messages, {report.notifications} notifications"
+    )
+    kept = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.kept.items() if v)
+    if kept:
+        click.echo(f"kept as the committee's legal records: {kept}")
+
+
+@main.command("export-person")
+@click.argument("login")
+@click.option("--to", "dest", type=click.Path(path_type=Path), required=True)
+def export_person_command(login: str, dest: Path) -> None:
+    """Write a person's own data (JSON) and the files they uploaded into a ZIP file."""
+    import json
+    import zipfile
+
+    from portal.accounts.erasure import export_person, find_person
+    from portal.crypto import DataVault
+    from portal.errors import NotFound
+    from portal.evidence.service import blob_store
+
+    settings = Settings.from_env()
+    vault = DataVault(settings.data_key)
+    store = blob_store(settings)
+
+    async def work(db: Any) -> Any:
+        try:
+            person = await find_person(db, vault, login)
+        except NotFound:
+            raise click.ClickException("no such person") from None
+        return await export_person(db, vault, person)
+
+    data, files = asyncio.run(_with_session(settings, work))
+    with zipfile.ZipFile(dest, "x", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("person.json", json.dumps(data, ensure_ascii=False, indent=1))
+        for name, sha256 in files:
+            with store.open(sha256) as source, archive.open(name, "w") as target:
+                while chunk := source.read(1024 * 1024):
+                    target.write(chunk)
+    click.echo(f"wrote {len(data['cases'])} cases and {len(files)} files to {dest}")
+
+
 @main.group()
 def user() -> None:
     """Manage users."""

@@ -175,6 +175,8 @@ class CaseEvent(Base):
     # Who sees it besides staff and the mediator: "all", "claimant", "firm" or "staff" only.
     visibility: Mapped[str] = mapped_column(String(10), default="all")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its note was erased with the claimant's personal data (its leaf's digest stands).
+    erased_at: Mapped[datetime | None] = mapped_column()
 
 
 class CaseMaterial(Base):
@@ -202,6 +204,9 @@ class CaseMaterial(Base):
     salt: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
     # The evidence.added leaf, written when the case has a number (at submission for drafts).
     leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"))
+    # Erased with the claimant's personal data: name, title, description and salt cleared, the
+    # file deleted; the leaf (its hashes) stands and its receipt still verifies.
+    erased_at: Mapped[datetime | None] = mapped_column()
 
 
 class CaseCounter(Base):

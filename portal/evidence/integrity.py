@@ -450,7 +450,8 @@ class _Verifier:
                 material.created_at,
                 self._material_body(material),
             )
-            self._check_file(where, material)
+            if material.erased_at is None:  # an erased item's file was deleted with it
+                self._check_file(where, material)
         elif kind in EVENT_TYPES:
             found = _EVENT_ID.search(data)
             event = events.get(int(found.group(1))) if found else None
@@ -458,6 +459,8 @@ class _Verifier:
                 raise Mismatch(f"{where}: the timeline event it records is missing")
             body = event_body(event, None)
             body["actor"] = self._commitment(event.actor_id)  # type: ignore[assignment]
+            if event.erased_at is not None:  # its note was erased: the leaf's digest stands
+                body["note"] = _ERASED  # type: ignore[assignment]
             self._compare(
                 where,
                 f"timeline event {event.id}",
@@ -565,7 +568,8 @@ class _Verifier:
             "item": m.id,
             "sha256": m.sha256,
             "size": m.size,
-            "metadata": _metadata_digest(metadata),
+            # Erased (name, title, description, salt): the leaf's digest stands.
+            "metadata": _ERASED if m.erased_at is not None else _metadata_digest(metadata),
             "uploader": "0" * 64 if uploader is None else uploader,
         }
 
