@@ -64,6 +64,7 @@ from portal.orgs import views as orgs_views
 from portal.pages import EXCEPTION_HANDLERS
 from portal.pages import routes as page_routes
 from portal.policy import Policy
+from portal.server import drain_sockets
 from portal.settings import Settings
 from portal.web import create_templates
 from portal.workdays import views as workdays_views
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
             await fulfilment.stop()
             await reminders.stop()
             await outbox.stop()
+            await outbox.finish(5.0)  # what the last requests queued goes out now
             await close_socket_server(app.state.sio)
             await likeness.stop()
             await engine.dispose()
@@ -267,4 +269,6 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         sio, other_asgi_app=RequestIdMiddleware(starlette), socketio_path="socket.io"
     )
     app.starlette = starlette
+    # portal.server calls it on SIGTERM, once no new connection comes in.
+    app.jiefen_drain = lambda seconds: drain_sockets(sio, seconds)
     return app

@@ -55,6 +55,23 @@ class BackgroundLoop(ABC):
             await task
         self._task = None
 
+    async def finish(self, seconds: float) -> None:
+        """After :meth:`stop`: one more go at the waiting work (rounds while more waits), for
+        at most ``seconds`` (a graceful stop flushes the outbox so)."""
+
+        async def rounds() -> None:
+            while await self.run_once():
+                pass
+
+        try:
+            await asyncio.wait_for(rounds(), timeout=seconds)
+        except TimeoutError:
+            self.log.warning(
+                "%s: work still waiting after %s s; it goes at next start", self.name, seconds
+            )
+        except Exception:
+            self.log.exception("%s failed while finishing", self.name)
+
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()

@@ -105,18 +105,22 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
     """Serve the portal with uvicorn."""
     import uvicorn
 
-    uvicorn.run(
-        "portal.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        reload=reload,
-        proxy_headers=True,
-        ws="websockets-sansio",
-        # The portal logs each request itself (portal.observability): by route template, with
-        # no query string, which may hold a searched name.
-        access_log=False,
+    from portal.server import run
+
+    run(
+        uvicorn.Config(
+            "portal.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            reload=reload,
+            proxy_headers=True,
+            ws="websockets-sansio",
+            # The portal logs each request itself (portal.observability): by route template,
+            # with no query string, which may hold a searched name.
+            access_log=False,
+        )
     )
 
 

@@ -75,6 +75,11 @@ function start(root) {
     say(ui.connection, t.reconnecting);
     if (media) { media.closeAll(); } // reopened with the room's members after joining again
   });
+  // The server is stopping (a restart, an upgrade): reconnect, after a random moment so that
+  // not everyone arrives at once; the load balancer sends us to a process still up.
+  socket.on("server.restarting", (m) => {
+    setTimeout(() => { socket.disconnect(); socket.connect(); }, Math.random() * ((m && m.retry_ms) || 500));
+  });
   socket.on("connect_error", () => { say(ui.connection, t.reconnecting); if (!wantJoin) { say(ui.check, t.check_failed); } });
   socket.on("meeting.state", (s) => { if (s.meeting_id === meetingId) { apply(s); } });
   socket.on("meeting.chat", (m) => { if (m.meeting_id === meetingId) { add(m); } });
