@@ -33,11 +33,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from portal.audit.models import AuditEvent
 from portal.cases.lifecycle import OPEN_STATUSES
 from portal.cases.models import Case, ImportBatch
 from portal.db import session_scope
 from portal.evidence.models import LogLeaf
-from portal.meetings.models import Meeting, MeetingConnection
+from portal.meetings.models import Meeting, MeetingConnection, MeetingMessage, Participant
 from portal.notify.models import Notification
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -94,6 +95,10 @@ class Metrics:
                 ("jiefen_sessions_live", "Mediation sessions in progress."),
                 ("jiefen_socket_connections", "Sockets joined to a session, all processes."),
                 ("jiefen_imports_running", "Batch imports being checked or imported."),
+                ("jiefen_meeting_rooms_active", "Rooms (joint, caucus) with people in them."),
+                ("jiefen_chat_messages_stored", "Chat messages stored, all sessions (grows)."),
+                ("jiefen_audit_events_undigested", "Audit events not yet in the evidence log."),
+                ("jiefen_process_sockets", "Socket.IO connections held by this process."),
             )
         }
 
@@ -254,6 +259,17 @@ async def _read_gauges(request: Request, metrics: Metrics) -> None:
         count(Meeting.status == "open", model=Meeting),
         select(func.count()).select_from(MeetingConnection).scalar_subquery(),
         count(ImportBatch.status.in_(("checking", "importing")), model=ImportBatch),
+        select(func.count())
+        .select_from(
+            select(Participant.meeting_id, Participant.room)
+            .join(Meeting, Meeting.id == Participant.meeting_id)
+            .where(Meeting.status == "open", Participant.state == "admitted")
+            .distinct()
+            .subquery()
+        )
+        .scalar_subquery(),
+        select(func.count()).select_from(MeetingMessage).scalar_subquery(),
+        count(AuditEvent.digest_id.is_(None), model=AuditEvent),
     )
     async with session_scope(request.app.state.db) as db:
         values = (await db.execute(query)).one()
@@ -269,9 +285,14 @@ async def _read_gauges(request: Request, metrics: Metrics) -> None:
         "jiefen_sessions_live",
         "jiefen_socket_connections",
         "jiefen_imports_running",
+        "jiefen_meeting_rooms_active",
+        "jiefen_chat_messages_stored",
+        "jiefen_audit_events_undigested",
     ]
     for name, value in zip(names, values, strict=True):
         metrics.gauges[name].set(int(value or 0))
+    sio = getattr(request.app.state, "sio", None)
+    metrics.gauges["jiefen_process_sockets"].set(len(sio.eio.sockets) if sio else 0)
 
 
 async def metrics_view(request: Request) -> Response:

@@ -95,7 +95,15 @@ async def test_metrics_count_requests_by_route_and_read_backlogs(
     assert re.search(r"^jiefen_cases_overdue \d", text, re.M)
     backlog = re.search(r"^jiefen_notifications_pending (\d+)", text, re.M)
     assert backlog and (float(backlog.group(1)) > 0) == (pending is not None)
-    for name in ("jiefen_webhooks_pending", "jiefen_evidence_leaves", "jiefen_socket_connections"):
+    for name in (
+        "jiefen_webhooks_pending",
+        "jiefen_evidence_leaves",
+        "jiefen_socket_connections",
+        "jiefen_meeting_rooms_active",
+        "jiefen_chat_messages_stored",
+        "jiefen_audit_events_undigested",
+        "jiefen_process_sockets",
+    ):
         assert re.search(rf"^{name} \d", text, re.M), name
 
 
