@@ -70,7 +70,7 @@ async def test_the_session_page_and_its_strings(app: Any, client: httpx.AsyncCli
     assert f'data-meeting-id="{cast.meeting_id}"' in page.text
     assert 'data-manage="0"' in page.text and 'data-side="claimant"' in page.text
     assert "meeting-controls" not in page.text and "/reschedule" not in page.text
-    assert '<script type="module" src="/static/js/meeting.js">' in page.text
+    assert 'type="module" src="/static/js/meeting.js"></script>' in page.text
     found = re.search(
         r'<script type="application/json" id="meeting-strings">(.*?)</script>', page.text
     )
