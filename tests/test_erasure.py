@@ -26,6 +26,7 @@ from portal.evidence import log
 from portal.evidence.integrity import verify_log
 from portal.evidence.verify.receipt import verify_receipt
 from portal.meetings.models import MeetingMessage
+from portal.notify.models import Notification
 from portal.policy import Role
 from tests.conftest import post_form
 from tests.factories import (
@@ -188,9 +189,21 @@ async def test_erasure_leaves_no_trace_and_every_proof_valid(
         receipts = [await log.make_leaf_receipt(db, leaf, state.log_key) for leaf in leaves]
 
     async with state.db() as db:
+        # A notification about another case whose number starts alike stays.
+        other = Notification(
+            user_id=world["mediator"].user.id,
+            channel="in_app",
+            title_msgid="x",
+            body_msgid="x",
+            link=f"/cases/{world['case_id']}0",
+            status="sent",
+        )
+        db.add(other)
+        await db.commit()
         user = await db.get(User, world["person"].user.id)
         assert user is not None
         report = await erase_person(db, state.blobs, user, reason="request")
+        assert await db.get(Notification, other.id) is not None
     assert report.cases == 1 and report.materials == 3 and report.files_deleted == 3
     assert report.notes >= 1 and report.messages == 1
 

@@ -210,7 +210,12 @@ async def erase_person(
 
     # Notifications to the person, and to anyone about the person's cases (they name them).
     links = [Notification.user_id == user.id]
-    links += [Notification.link.like(f"%/cases/{case_id}%") for case_id in case_ids]
+    for case_id in case_ids:  # /cases/12 and what is under it, never /cases/123
+        page = f"/cases/{case_id}"
+        links += [
+            Notification.link == page,
+            *(Notification.link.like(f"{page}{mark}%") for mark in ("/", "?", "#")),
+        ]
     gone = await db.execute(delete(Notification).where(or_(*links)))
     report.notifications = _rows(gone)
 
