@@ -13,6 +13,7 @@ and gives up (rolls back) if another process claimed any of them first.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -118,11 +119,21 @@ async def digest_pending(db: AsyncSession, limit: int = BATCH) -> AuditDigest | 
 
 
 async def digest_all(db: AsyncSession, limit: int = BATCH) -> int:
-    """Digest until nothing is left; the number of digests made."""
-    made = 0
-    while await digest_pending(db, limit) is not None:
-        made += 1
-    return made
+    """Digest until nothing is left; the number of digests made (this caller's). When another
+    process digests at the same moment, wait for it and go on, so nothing is left on return."""
+    made = tries = 0
+    while True:
+        if await digest_pending(db, limit) is not None:
+            made += 1
+            continue
+        left = await db.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.digest_id.is_(None))
+        )
+        await db.rollback()
+        if not left or tries >= 100:
+            return made
+        tries += 1
+        await asyncio.sleep(0.05)
 
 
 @dataclass(frozen=True)
