@@ -64,6 +64,7 @@ from portal.orgs import views as orgs_views
 from portal.pages import EXCEPTION_HANDLERS
 from portal.pages import routes as page_routes
 from portal.policy import Policy
+from portal.retention import RetentionLoop
 from portal.server import drain_sockets
 from portal.settings import Settings
 from portal.web import create_templates
@@ -152,9 +153,13 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         audit_digests = AuditDigestLoop(app.state.db, settings.audit_retention_days)
         app.state.audit_digests = audit_digests
         audit_digests.start()
+        retention = RetentionLoop(app.state.db, app.state.blobs, settings)
+        app.state.retention = retention
+        retention.start()
         try:
             yield
         finally:
+            await retention.stop()
             await audit_digests.stop()
             await webhooks.stop()
             await app.state.api_rate.close()

@@ -15,6 +15,7 @@ class BackgroundLoop(ABC):
 
     name = "jiefen-loop"
     log = logging.getLogger("jiefen.background")  # a subclass logs under its feature's name
+    first_delay = 0.0  # seconds after start before the first round (wake() cuts it short)
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -73,6 +74,9 @@ class BackgroundLoop(ABC):
             self.log.exception("%s failed while finishing", self.name)
 
     async def _run(self) -> None:
+        if self.first_delay:  # a start-up is not held up by work that can wait
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.first_delay)
         while not self._stopping:
             self._wake.clear()
             more = False

@@ -689,15 +689,41 @@ def erase_person_command(login: str, reason: str, yes: bool) -> None:
         click.echo(f"kept as the committee's legal records: {kept}")
 
 
+@main.command("retention")
+@click.option("--dry-run", is_flag=True, help="Count what is due; change nothing.")
+def retention_command(dry_run: bool) -> None:
+    """Remove what is past its retention period now (the portal does it every six hours)."""
+    from portal.evidence.service import blob_store
+    from portal.retention import sweep
+
+    settings = Settings.from_env()
+    store = blob_store(settings)
+
+    async def work(db: Any) -> Any:
+        return await sweep(db, store, settings, dry_run=dry_run)
+
+    report = asyncio.run(_with_session(settings, work))
+    verb = "due" if dry_run else "deleted"
+    click.echo(
+        f"{verb}: {report.sessions} sessions, {report.phone_codes} phone codes, "
+        f"{report.throttles} login throttles, {report.invitations} invitations, "
+        f"{report.notifications} notifications"
+    )
+    if dry_run:
+        ids = ", ".join(str(i) for i in report.persons_due) or "none"
+        click.echo(f"persons due for erasure: {len(report.persons_due)} (user ids: {ids})")
+    else:
+        click.echo(f"persons erased: {len(report.persons_erased)}")
+        if report.persons_refused:
+            click.echo(f"refused (a case is open again): {report.persons_refused}")
+
+
 @main.command("export-person")
 @click.argument("login")
 @click.option("--to", "dest", type=click.Path(path_type=Path), required=True)
 def export_person_command(login: str, dest: Path) -> None:
     """Write a person's own data (JSON) and the files they uploaded into a ZIP file."""
-    import json
-    import zipfile
-
-    from portal.accounts.erasure import export_person, find_person
+    from portal.accounts.erasure import export_person, find_person, write_export
     from portal.crypto import DataVault
     from portal.errors import NotFound
     from portal.evidence.service import blob_store
@@ -714,12 +740,8 @@ def export_person_command(login: str, dest: Path) -> None:
         return await export_person(db, vault, person)
 
     data, files = asyncio.run(_with_session(settings, work))
-    with zipfile.ZipFile(dest, "x", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("person.json", json.dumps(data, ensure_ascii=False, indent=1))
-        for name, sha256 in files:
-            with store.open(sha256) as source, archive.open(name, "w") as target:
-                while chunk := source.read(1024 * 1024):
-                    target.write(chunk)
+    with dest.open("xb") as target:
+        write_export(target, data, files, store)
     click.echo(f"wrote {len(data['cases'])} cases and {len(files)} files to {dest}")
 
 

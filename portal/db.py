@@ -88,10 +88,56 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # invalidates the pool, and callers retry (chat clients resend with the same message id).
     kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_recycle", 1800)
+    if url.startswith("postgresql+asyncpg"):
+        # asyncpg waits 60 s for a connection by default; a database that does not answer
+        # should turn into a clear "try again" page well before a browser gives up.
+        kwargs["connect_args"] = {"timeout": 10, **kwargs.get("connect_args", {})}
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
     return create_async_engine(url, **kwargs)
+
+
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk I/O")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached or is briefly refusing work.
+
+    A stopped or restarting PostgreSQL (connection refused, reset, "shutting down"), a pool
+    that timed out, a connection found dead, or SQLite's "database is locked": the request can
+    be tried again later, so the portal answers 503 with Retry-After rather than 500. Follows
+    the exception's causes, since SQLAlchemy and rollbacks wrap the driver's error.
+    """
+    import sqlalchemy.exc as sa_exc
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, sa_exc.OperationalError | sa_exc.InterfaceError):
+            orig = current.orig
+            if type(orig).__module__ != "sqlite3":
+                return True
+            # SQLite says OperationalError for a missing table too, which no retry mends.
+            return any(word in str(orig) for word in _SQLITE_TRANSIENT)
+        if isinstance(current, sa_exc.TimeoutError):  # the pool had no connection to give
+            return True
+        if isinstance(current, ConnectionError | TimeoutError):
+            return True
+        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in {
+            "CannotConnectNowError",
+            "ConnectionDoesNotExistError",
+            "ConnectionFailureError",
+            "AdminShutdownError",
+            "CrashShutdownError",
+            "InterfaceError",
+        }:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

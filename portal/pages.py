@@ -1,4 +1,4 @@
-"""Pages that belong to no feature: home, and the error pages (404, 400, 403 CSRF, 500)."""
+"""Pages that belong to no feature: home, and the error pages (404, 400, 403 CSRF, 500, 503)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portal.cases.service import today_in_china
+from portal.db import unavailable
 from portal.errors import DomainError, NotFound
 from portal.i18n import _l
 from portal.policy import NotPermitted, Role
@@ -60,17 +61,47 @@ async def domain_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# How long a client should wait before trying again while the database is away.
+RETRY_AFTER_SECONDS = 15
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     request_id = getattr(request.state, "request_id", "-")
-    log.error("unhandled error request_id=%s path=%s", request_id, request.url.path, exc_info=exc)
+    if unavailable(exc):
+        # The database is away (restart, failover, SQLite busy): say so and when to retry,
+        # rather than a crash. One line, no stack: an outage would flood the log otherwise.
+        log.warning(
+            "database unavailable request_id=%s path=%s error=%s",
+            request_id,
+            request.url.path,
+            type(exc).__name__,
+        )
+        status, headers = 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    else:
+        log.error(
+            "unhandled error request_id=%s path=%s", request_id, request.url.path, exc_info=exc
+        )
+        status, headers = 500, {}
     if request.url.path.startswith("/api/"):
         from portal.api.views import api_error
 
-        return api_error(request, 500)
+        return api_error(request, status, headers)
     try:
-        return render(request, "errors/error.html", {"status": 500}, status_code=500)
+        response = render(request, "errors/error.html", {"status": status}, status_code=status)
+        response.headers.update(headers)
+        return response
     except Exception:
-        return Response(f"Server error. Request id: {request_id}", status_code=500)
+        text = (
+            "服务暂时不可用，请稍后再试。Service briefly unavailable; please try again shortly."
+            if status == 503
+            else "系统出错了。Server error."
+        )
+        return Response(
+            f"{text} Request id: {request_id}",
+            status_code=status,
+            headers=headers,
+            media_type="text/plain; charset=utf-8",
+        )
 
 
 async def csrf_failure(request: Request) -> Response:

@@ -54,6 +54,20 @@ def _audit_retention(value: str) -> int:
     return days
 
 
+def _notification_retention(value: str) -> int:
+    days = int(value)
+    if days < 90:
+        raise ValueError("NOTIFICATION_RETENTION_DAYS must be at least 90")
+    return days
+
+
+def _person_retention(value: str) -> int:
+    days = int(value)
+    if days != 0 and days < 365:
+        raise ValueError("PERSON_RETENTION_DAYS must be 0 (never by age) or at least 365")
+    return days
+
+
 def _url_list(value: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of ICE server URLs, each with one of ``schemes``."""
     urls = tuple(u.strip() for u in value.split(",") if u.strip())
@@ -97,6 +111,11 @@ class Settings:
     # The audit trail is kept this long (never less than six months), then deleted; its
     # digests stay in the evidence log.
     audit_retention_days: int = 365
+    # Notifications (and their delivery receipts) and used invitations are kept this long.
+    notification_retention_days: int = 730
+    # A consumer's personal data is erased this long after their last case ended and their last
+    # login (0: never by age, only on request). See portal.retention.
+    person_retention_days: int = 1825
     # The firm API: calls per token and window ("600/minute"), the largest JSON body.
     api_rate_limit: str = "600/minute"
     api_max_json_kb: int = 64
@@ -215,6 +234,10 @@ class Settings:
             webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
             invitation_days=int(env.get("INVITATION_DAYS", "7")),
             audit_retention_days=_audit_retention(env.get("AUDIT_RETENTION_DAYS", "365")),
+            notification_retention_days=_notification_retention(
+                env.get("NOTIFICATION_RETENTION_DAYS", "730")
+            ),
+            person_retention_days=_person_retention(env.get("PERSON_RETENTION_DAYS", "1825")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format="json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
             blob_master_keys=env.get("BLOB_MASTER_KEYS") or _read_or_create_blob_key(var_dir),

@@ -258,6 +258,8 @@ CASES = [
     Case("accounts.profile", "GET", logged_in("ok")),
     Case("accounts.password", "GET", logged_in("ok")),
     Case("accounts.password", "POST", logged_in("bad")),
+    Case("accounts.data", "GET", logged_in("ok")),
+    Case("accounts.data", "POST", logged_in("bad")),
     Case("accounts.preferences", "POST", everyone("done"), data={"locale": "en"}),
     Case(
         "accounts.invitation_accept",

@@ -232,3 +232,43 @@ async def test_the_trail_is_kept_six_months_at_least(app: Any, tmp_path: Path) -
         assert check.ok and check.purged == deleted and check.events == left, check
     with pytest.raises(ValueError, match="at least 183"):
         Settings.from_env({"AUDIT_RETENTION_DAYS": "90", "VAR_DIR": str(tmp_path)})
+
+
+async def test_agreement_pages_files_and_the_api_record_who_saw_the_claimant(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    """The agreement, its PDFs and the firm API's case name the claimant too: each view by
+    someone other than the claimant is on the trail (the page's htmx refresh is not)."""
+    from tests.agreements.test_service import build, make_effective, terms
+    from tests.api.test_api import bearer, token_for
+
+    w = await build(app)
+    await make_effective(app, w, terms())
+    page, pdf = f"/cases/{w.case_id}/agreement", f"/cases/{w.case_id}/agreement/signed.pdf"
+
+    await log_in(client, w.claimant.login, PASSWORD)
+    assert (await client.get(page)).status_code == 200
+    assert (await client.get(pdf)).status_code == 200
+    assert await _views(app, w.case_id) == []  # one's own data
+    await client.post("/accounts/logout", data={"csrf_token": await _token(client)})
+
+    await log_in(client, w.mediator.login, PASSWORD)
+    assert (await client.get(page)).status_code == 200
+    assert (await client.get(page, headers={"HX-Request": "true"})).status_code == 200
+    assert (await client.get(pdf)).status_code == 200
+    await client.post("/accounts/logout", data={"csrf_token": await _token(client)})
+
+    secret = await token_for(app, w.rep)
+    api = await client.get(f"/api/v1/cases/{w.case_id}", headers=bearer(secret))
+    assert api.status_code == 200 and api.json()["claimant"] != "张三"  # masked
+    # Another firm's token: 404 and nothing recorded.
+    other = await token_for(app, w.other_rep)
+    missing = await client.get(f"/api/v1/cases/{w.case_id}", headers=bearer(other))
+    assert missing.status_code == 404
+
+    views = await _views(app, w.case_id)
+    assert [(v.actor_id, v.detail["via"], v.detail["fields"]) for v in views] == [
+        (w.mediator.id, "agreement_page", ["name", "id_number_masked"]),
+        (w.mediator.id, "signed_agreement_pdf", ["name", "id_number_masked"]),
+        (w.rep.id, "api", ["name_masked"]),
+    ]

@@ -271,3 +271,9 @@ def test_the_commands(tmp_path: Path) -> None:
     assert done.returncode != 0 and "仍在办理" in done.stderr, done.stderr
     done = jiefen("erase-person", "13900000000", "--reason", "request", "--yes")
     assert done.returncode != 0 and "no such person" in done.stderr
+    # Retention: the demo's people are new, so nothing is due; a dry run says so.
+    done = jiefen("retention", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "due: 0 sessions" in done.stdout and "persons due for erasure: 0" in done.stdout
+    done = jiefen("retention")
+    assert done.returncode == 0 and "persons erased: 0" in done.stdout, done.stdout

@@ -21,10 +21,12 @@ Cases still being handled are refused: close or withdraw them first.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -385,3 +387,15 @@ async def export_person(
             }
         )
     return data, files
+
+
+def write_export(
+    target: BinaryIO, data: dict[str, Any], files: list[tuple[str, str]], store: BlobStore
+) -> None:
+    """The export as a ZIP file: ``person.json`` and the files, decrypted as they are copied."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("person.json", json.dumps(data, ensure_ascii=False, indent=1))
+        for name, sha256 in files:
+            with store.open(sha256) as source, archive.open(name, "w") as sink:
+                while chunk := source.read(1024 * 1024):
+                    sink.write(chunk)

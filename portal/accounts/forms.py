@@ -64,6 +64,15 @@ class PasswordForm(Form):
         return self.valid
 
 
+class ExportForm(Form):
+    """Downloading one's data asks for the password again: a session left open is not enough."""
+
+    def validate(self) -> bool:
+        if not self.value("current"):
+            self.add_error("current", _l("Enter your current password."))
+        return self.valid
+
+
 class InvitationForm(Form):
     def validate(self) -> bool:
         self.clean("invitee_name", clean_text, max_length=60)

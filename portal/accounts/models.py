@@ -43,6 +43,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     phone_verified_at: Mapped[datetime | None] = mapped_column()
+    # Data retention reads it: an account unused for the retention period may be erased.
+    last_login_at: Mapped[datetime | None] = mapped_column()
 
 
 class UserSession(Base):

@@ -24,8 +24,8 @@ PLATFORM_ADMIN = role(Role.PLATFORM_ADMIN)
 
 
 def account_acl(_: Collection) -> ACL:
-    """One's own account: any logged-in user."""
-    return [(ALLOW, AUTHENTICATED, ("view", "change_password"))]
+    """One's own account: any logged-in user (exporting it: PIPL art. 45)."""
+    return [(ALLOW, AUTHENTICATED, ("view", "change_password", "export_data"))]
 
 
 def invitations_acl(_: Collection) -> ACL:

@@ -305,6 +305,7 @@ async def start_session(db: AsyncSession, user: User, user_agent: str) -> str:
     """Open a new session (a fresh token, so a planted one is never promoted) and commit."""
     token = random_token()
     db.add(UserSession(id=token_digest(token), user_id=user.id, user_agent=user_agent[:200]))
+    await db.execute(update(User).where(User.id == user.id).values(last_login_at=utcnow()))
     record(db, user.id, "session.start", "user", user.id)
     await db.commit()
     return token
@@ -351,14 +352,19 @@ async def end_session(db: AsyncSession, token: str, user_id: int) -> None:
     await db.commit()
 
 
-async def change_password(
-    db: AsyncSession, user: User, current: str, new: str, user_agent: str
-) -> str:
-    """Change the password, end every session of the user, and return a fresh session token."""
+def check_password(user: User, current: str) -> None:
+    """Refuse (DomainError on the "current" field) unless ``current`` is the user's password."""
     try:
         PASSWORDS.verify(user.password_hash, current)
     except (VerificationError, InvalidHashError):
         raise DomainError(_l("Your current password is wrong."), field="current") from None
+
+
+async def change_password(
+    db: AsyncSession, user: User, current: str, new: str, user_agent: str
+) -> str:
+    """Change the password, end every session of the user, and return a fresh session token."""
+    check_password(user, current)
     if current == new:
         raise DomainError(_l("Choose a password different from the current one."), field="new")
     user.password_hash = PASSWORDS.hash(new)

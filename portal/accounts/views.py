@@ -1,15 +1,23 @@
-"""Account pages: register, log in and out, change password, preferences, invitations, users."""
+"""Account pages: register, log in and out, change password, download one's data, preferences,
+invitations, users."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from portal.accounts import service
+from portal.accounts.erasure import export_person, write_export
 from portal.accounts.forms import (
     INVITABLE_ROLES,
     ROLE_NAMES,
+    ExportForm,
     InvitationForm,
     LoginForm,
     NewAccountForm,
@@ -17,6 +25,8 @@ from portal.accounts.forms import (
 )
 from portal.accounts.models import User
 from portal.accounts.policy import ACCOUNT, INVITATIONS, USERS
+from portal.audit.service import record
+from portal.db import utcnow
 from portal.errors import DomainError
 from portal.i18n import _l
 from portal.orgs import service as orgs
@@ -194,6 +204,70 @@ async def password(request: Request) -> Response:
         {"form": form},
         status_code=400 if form.errors else 200,
         block="form" if form.errors else None,
+    )
+
+
+async def my_data(request: Request) -> Response:
+    """Download one's own data (PIPL art. 45): a ZIP of ``person.json`` and one's uploads."""
+    require(request, "export_data", ACCOUNT)
+    form = ExportForm()
+    if request.method == "POST":
+        form = ExportForm(await read_form(request))
+        if form.validate():
+            state = request.app.state
+            async with db_session(request) as db:
+                user = await current_user(request, db)
+                try:
+                    service.check_password(user, form.value("current"))
+                except DomainError as exc:
+                    form.add_error(exc.field, exc.message)
+                else:
+                    data, files = await export_person(db, state.vault, user)
+                    record(
+                        db,
+                        user.id,
+                        "personal_data.exported",
+                        "user",
+                        user.id,
+                        cases=len(data["cases"]),
+                        files=len(files),
+                    )
+                    await db.commit()
+            if form.valid:
+                return await _zip_response(request, data, files)
+    return render(
+        request,
+        "accounts/data.html",
+        {"form": form},
+        status_code=400 if form.errors else 200,
+    )
+
+
+async def _zip_response(
+    request: Request, data: dict[str, Any], files: list[tuple[str, str]]
+) -> Response:
+    """The archive, written to a temporary file off the event loop and streamed from it."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the stream below
+    await run_in_threadpool(write_export, spool, data, files, request.app.state.blobs)
+    size = spool.tell()
+    spool.seek(0)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await run_in_threadpool(spool.read, 256 * 1024):
+                yield chunk
+        finally:
+            spool.close()
+
+    day = utcnow().strftime("%Y%m%d")
+    return StreamingResponse(
+        chunks(),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="jiefen-my-data-{day}.zip"',
+            "Content-Length": str(size),
+            "Cache-Control": "no-store",
+        },
     )
 
 
@@ -436,6 +510,7 @@ routes = [
     Route("/accounts/logout", logout, methods=["POST"], name="accounts.logout"),
     Route("/account", profile, name="accounts.profile"),
     Route("/account/password", password, methods=["GET", "POST"], name="accounts.password"),
+    Route("/account/data", my_data, methods=["GET", "POST"], name="accounts.data"),
     Route("/preferences", preferences, methods=["POST"], name="accounts.preferences"),
     Route(
         "/invite/{token}",

@@ -19,6 +19,7 @@ from portal.agreements import judicial, litigation, service, survey
 from portal.agreements.models import AgreementStatus, InstalmentState
 from portal.agreements.policy import AgreementAccess, LitigationAccess, SurveyAccess
 from portal.agreements.terms import MAX_INSTALMENTS, Terms, check_terms, yuan
+from portal.audit.service import personal_data_viewed
 from portal.cases.models import Case
 from portal.cases.service import TZ
 from portal.db import utcnow
@@ -29,6 +30,8 @@ from portal.web import (
     current_user,
     db_session,
     flash,
+    identity,
+    is_htmx,
     permits,
     read_form,
     redirect,
@@ -119,9 +122,21 @@ async def _context(request: Request, db: AsyncSession, **extra: Any) -> dict[str
     return context
 
 
+# What an agreement and the case file show of the claimant: the name and the masked ID number.
+SHOWN = ["name", "id_number_masked"]
+
+
+async def _seen(request: Request, db: AsyncSession, case: Case, via: str) -> None:
+    """Record that someone other than the claimant saw the claimant's identity data here."""
+    if personal_data_viewed(db, identity(request).user_id, case.id, case.filer_id, SHOWN, via):
+        await db.commit()
+
+
 async def page(request: Request) -> Response:
     async with db_session(request) as db:
         context = await _context(request, db)
+        if context["agreement"] is not None and not is_htmx(request):
+            await _seen(request, db, context["case"], "agreement_page")
     return render(request, TEMPLATE, context)
 
 
@@ -305,6 +320,7 @@ async def version_pdf(request: Request) -> Response:
     async with db_session(request) as db:
         found = await _load(request, db)
         data = await service.version_pdf(db, found, number)
+        await _seen(request, db, found.case, "agreement_pdf")
     return _pdf(data, f"agreement-{found.case.number or found.case.id}-v{number}.pdf")
 
 
@@ -318,6 +334,7 @@ async def signed_pdf(request: Request) -> Response:
             )
         except DomainError:
             raise NotFound from None
+        await _seen(request, db, found.case, "signed_agreement_pdf")
     return _pdf(data, f"agreement-{found.case.number or found.case.id}-signed.pdf")
 
 
@@ -483,6 +500,7 @@ async def judicial_package(request: Request) -> Response:
             )
         except DomainError:
             raise NotFound from None
+        await _seen(request, db, found.case, "judicial_package")
     return _zip_response(package)
 
 
@@ -656,6 +674,7 @@ async def case_file(request: Request) -> Response:
             )
         except DomainError:
             raise NotFound from None
+        await _seen(request, db, found.case, "case_file")
     return _zip_response(package)
 
 

@@ -33,6 +33,7 @@ from portal.agreements.policy import AgreementAccess
 from portal.agreements.terms import yuan
 from portal.api import schemas
 from portal.api.service import Caller, authenticate
+from portal.audit.service import personal_data_viewed
 from portal.cases import service as cases
 from portal.cases import uploads
 from portal.cases.lifecycle import Status
@@ -80,6 +81,7 @@ TITLES: dict[int, Msg] = {
     422: _l("Invalid request"),
     429: _l("Too many requests"),
     500: _l("Server error"),
+    503: _l("Service unavailable"),
 }
 
 
@@ -407,7 +409,13 @@ STATUSES = [s.value for s in Status if s != Status.DRAFT]
 
 
 async def read_case(call: Call) -> Response:
-    return _json(await _detail(call, await _case(call)))
+    case = await _case(call)
+    detail = await _detail(call, case)
+    # The firm's system read the claimant's (masked) name: on the audit trail like a page view.
+    user_id = call.caller.user.id
+    if personal_data_viewed(call.db, user_id, case.id, case.filer_id, ["name_masked"], "api"):
+        await call.db.commit()
+    return _json(detail)
 
 
 async def respond(call: Call) -> Response:
@@ -638,13 +646,14 @@ ERRORS: dict[int, Msg] = {
     404: _l("There is no such API endpoint."),
     405: _l("This endpoint does not take this method."),
     500: _l("The server failed; the request id is in the X-Request-ID header."),
+    503: _l("The database is briefly unavailable; try again after the Retry-After seconds."),
 }
 
 
-def api_error(request: Request, status: int) -> Response:
+def api_error(request: Request, status: int, headers: dict[str, str] | None = None) -> Response:
     """Starlette's own errors (no route, wrong method) and crashes, as problem details."""
     message = ERRORS.get(status, TITLES.get(status, TITLES[400]))
-    return problem_response(request, Problem(status, message))
+    return problem_response(request, Problem(status, message, headers=dict(headers or {})))
 
 
 def build_routes() -> list[BaseRoute]:
