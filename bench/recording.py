@@ -4,7 +4,7 @@
     .venv/bin/python bench/recording.py --duration 60
     .venv/bin/python bench/recording.py --quick          # a few seconds each, print only
 
-The recorder (``realtime.recorder.RoomRecorder``: aiortc peers answering receive-only, each
+The recorder (``realtime.recorder_peer.RoomRecorder``: aiortc peers answering receive-only, each
 received track written by aiortc's ``MediaRecorder``, audio Opus/Ogg, video VP8/WebM) runs in a
 child process of its own (``multiprocessing``, spawn), with the same imports and event loop
 (uvloop when installed, as under uvicorn) as in ``jiefen serve``, so that its CPU and memory
@@ -42,7 +42,7 @@ Then the mixdown of the first scenario's three audio files (``portal.meetings.mi
 ``prepare`` calls it) is timed in CPU seconds per minute of audio, beside decoding the same files
 only and ``sha256sum`` of them; and a VP8 encoder set up as ``MediaRecorder`` sets it up is timed
 alone on the same synthetic frames, at PyAV's defaults and with the recorder's options
-(``realtime.recorder.VP8_OPTIONS``, if it sets any), in CPU milliseconds per frame.
+(``realtime.recorder_peer.VP8_OPTIONS``, if it sets any), in CPU milliseconds per frame.
 
 The table is written into docs/benchmarks.md unless ``--no-docs`` or ``--quick`` is given, or
 the recorder's code changed during the run (each scenario's child imports it afresh). The child
@@ -285,7 +285,7 @@ def _file_stats(directory: Path) -> list[dict[str, Any]]:
 
 
 async def _serve(conn: Connection, directory: Path, video: bool, record: bool) -> None:
-    from realtime.recorder import RoomRecorder  # the portal's imports, as in `jiefen serve`
+    from realtime.recorder_peer import RoomRecorder  # what a recording process loads
 
     _count_taken()
     rooms: dict[int, RoomRecorder | Discard] = {}
@@ -768,7 +768,7 @@ def vp8_encode_ms(
 @dataclass(frozen=True)
 class Encoder:
     """The VP8 encoder alone: at PyAV's defaults and with the recorder's options, if it sets
-    any (``realtime.recorder.VP8_OPTIONS``), and the frame rate the recorder keeps."""
+    any (``realtime.recorder_peer.VP8_OPTIONS``), and the frame rate the recorder keeps."""
 
     default_ms: float
     options: dict[str, str] | None
@@ -777,10 +777,10 @@ class Encoder:
 
 
 def time_encoder(scene: Scene, workdir: Path) -> Encoder:
-    from realtime import recorder
+    from realtime import recorder_peer
 
-    options = getattr(recorder, "VP8_OPTIONS", None)
-    fps = getattr(recorder, "VIDEO_FPS", None)
+    options = getattr(recorder_peer, "VP8_OPTIONS", None)
+    fps = getattr(recorder_peer, "VIDEO_FPS", None)
     default = vp8_encode_ms(scene, workdir, None)
     tuned = vp8_encode_ms(scene, workdir, options) if options else None
     return Encoder(default, options, tuned, fps)
@@ -1108,7 +1108,7 @@ def versions() -> str:
 SECTION = """
 ## Recording: CPU and memory per recorded session (`bench/recording.py`)
 
-The server-side recorder (`realtime.recorder.RoomRecorder`: an aiortc peer per participant,
+The server-side recorder (`realtime.recorder_peer.RoomRecorder`: an aiortc peer per participant,
 each received track written by aiortc's `MediaRecorder`, audio Opus/Ogg, video VP8/WebM) in a
 child process of its own, with the portal's imports and uvloop, so its CPU (utime + stime of
 all its threads over the measured window, 100 % = one core) and memory (VmRSS; peak = VmHWM)

@@ -35,7 +35,8 @@ from portal.meetings.recording_models import (
     RecordingStatus,
     StopReason,
 )
-from realtime.recorder import VIDEO_FPS, RecorderHost, _Rebased
+from realtime.recorder import RecorderHost
+from realtime.recorder_peer import VIDEO_FPS, _Rebased
 from tests.conftest import REDIS_URL, redis_available, require_service, truncate_all
 from tests.factories import _state as state_of
 from tests.meetings.conftest import Cast, Crowd, Peer, build_cast
