@@ -62,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from portal.accounts.models import User
 from portal.accounts.service import identity_of
 from portal.background import BackgroundLoop
-from portal.db import session_scope, utcnow
+from portal.db import session_scope, unavailable, utcnow
 from portal.errors import DomainError, NotFound
 from portal.evidence.policy import Item
 from portal.i18n import Msg, _l
@@ -217,7 +217,18 @@ class MeetingSockets:
                 return await self._refuse(sid, event, exc.code, exc.message)
             except DomainError as exc:
                 return await self._refuse(sid, event, "refused", exc.message)
-            except Exception:
+            except Exception as exc:
+                if unavailable(exc):  # the database is away (restart, failover): say so
+                    return await self._refuse(
+                        sid,
+                        event,
+                        "unavailable",
+                        _l(
+                            "The service is briefly unavailable and nothing was saved. Messages "
+                            "are sent again by themselves; anything else, try again in a moment."
+                        ),
+                        type(exc).__name__,
+                    )
                 log.exception("%s from socket %s failed", event, sid)
                 return await self._refuse(
                     sid, event, "error", _l("Something went wrong. Please try again.")

@@ -200,3 +200,27 @@ async def test_what_counts_as_unavailable(tmp_path: Path) -> None:
     finally:
         await refused.dispose()
     assert not unavailable(ValueError("a bug"))
+
+
+async def test_a_session_event_while_the_database_is_away_says_so(app: Any) -> None:
+    """Live sessions: an event the database could not take is refused as "unavailable" in the
+    user's language (meeting.js keeps a chat message and sends it again); a bug stays "error"."""
+    sockets = app.starlette.state.meeting_sockets
+    refused = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test")
+
+    async def database_away(sid: str, data: Any) -> dict[str, Any]:
+        async with refused.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return {"ok": True}
+
+    async def bug(sid: str, data: Any) -> dict[str, Any]:
+        raise ZeroDivisionError
+
+    try:
+        ack = await sockets._guarded("meeting.chat", database_away)("no-such-socket", {})
+    finally:
+        await refused.dispose()
+    assert ack["ok"] is False and ack["error"] == "unavailable"
+    assert "服务暂时不可用" in ack["message"] and "自动重新发送" in ack["message"]
+    ack = await sockets._guarded("meeting.chat", bug)("no-such-socket", {})
+    assert ack == {"ok": False, "error": "error", "message": "出了点问题，请重试。"}

@@ -438,9 +438,11 @@ function start(root) {
       if (!seen.has(ack.seq)) { sync(); }
     } else if (ack.error === "timeout" || ack.error === "not_joined") {
       // Kept: the next join sends it again, with the same id.
-    } else if (ack.error === "rate_limited") {
+    } else if (ack.error === "rate_limited" || ack.error === "unavailable") {
+      // Kept and sent again with the same id (the server stores it once): a burst, or the
+      // database away for a moment (a restart).
       say(ui.error, ack.message);
-      setTimeout(() => send(id), 3000);
+      setTimeout(() => send(id), ack.error === "unavailable" ? 5000 : 3000);
     } else {
       outbox.delete(id);
       saveOutbox();
