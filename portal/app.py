@@ -52,6 +52,7 @@ from portal.meetings.ice import recorder_ice_servers
 from portal.meetings.reminders import ReminderLoop
 from portal.middleware import (
     CsrfMiddleware,
+    DatabaseUnavailableMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
     SessionMiddleware,
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
         ],
         middleware=[
             Middleware(SecurityHeadersMiddleware, settings=settings),
+            Middleware(DatabaseUnavailableMiddleware),
             Middleware(CsrfMiddleware, settings=settings, exempt=("/api/",)),
             Middleware(SessionMiddleware, settings=settings),
         ],

@@ -78,7 +78,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine; SQLite gets WAL mode, foreign keys and a busy timeout."""
+    """Create the async engine; SQLite gets WAL mode, foreign keys and a busy timeout.
+
+    Statement parameters are kept out of error messages (``hide_parameters``): a failed
+    statement's values may be a person's name or a search for one, and errors are logged."""
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -101,13 +105,29 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk I/O")
 
 
+_DRIVERS = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    """Whether the database layer is on ``exc``'s traceback (a refused connection to
+    PostgreSQL, not one to Redis, a webhook receiver or the time-stamping authority)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".", 1)[0] in _DRIVERS:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database could not be reached or is briefly refusing work.
 
     A stopped or restarting PostgreSQL (connection refused, reset, "shutting down"), a pool
     that timed out, a connection found dead, or SQLite's "database is locked": the request can
     be tried again later, so the portal answers 503 with Retry-After rather than 500. Follows
-    the exception's causes, since SQLAlchemy and rollbacks wrap the driver's error.
+    the exception's causes, since SQLAlchemy and rollbacks wrap the driver's error; a plain
+    connection error or timeout counts only when raised inside the database layer.
     """
     import sqlalchemy.exc as sa_exc
 
@@ -125,7 +145,7 @@ def unavailable(exc: BaseException) -> bool:
             return any(word in str(orig) for word in _SQLITE_TRANSIENT)
         if isinstance(current, sa_exc.TimeoutError):  # the pool had no connection to give
             return True
-        if isinstance(current, ConnectionError | TimeoutError):
+        if isinstance(current, ConnectionError | TimeoutError) and _raised_in_driver(current):
             return True
         if type(current).__module__.startswith("asyncpg") and type(current).__name__ in {
             "CannotConnectNowError",

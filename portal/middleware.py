@@ -1,7 +1,7 @@
 """Pure ASGI middleware: request ids, security headers, CSRF, and the session/locale state.
 
 Order (outermost first): RequestId (around Starlette itself, so error pages carry the id) →
-SecurityHeaders → Csrf → Session. CSRF is checked before any
+SecurityHeaders → DatabaseUnavailable → Csrf → Session. CSRF is checked before any
 database work (as Warehouse does), from cookies alone.
 """
 
@@ -115,6 +115,39 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class DatabaseUnavailableMiddleware:
+    """A request that failed because the database is away (see ``portal.db.unavailable``) is
+    answered here with the 503 page (``portal.pages.server_error``) and not raised further:
+    Starlette's outer error middleware would re-raise it for the server to log a stack trace on
+    every request of an outage. Anything else goes on up as before."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            from portal.db import unavailable
+            from portal.pages import server_error
+
+            if started or not unavailable(exc):
+                raise
+            response = await server_error(Request(scope, receive), exc)
+            await response(scope, receive, send)
 
 
 class CsrfMiddleware:

@@ -6,8 +6,9 @@
   block; then deleted;
 - notifications (in-app, email and SMS with their delivery receipts) and invitations that
   expired, were used or revoked: ``NOTIFICATION_RETENTION_DAYS`` (730), then deleted;
-- a consumer's personal data: ``PERSON_RETENTION_DAYS`` (1825) after their last case ended and
-  their last login, then erased (:func:`portal.accounts.erasure.erase_person`, "retention");
+- a consumer's personal data: ``PERSON_RETENTION_DAYS`` (1825) after their last case was closed
+  (or rejected, withdrawn) and their last login, then erased
+  (:func:`portal.accounts.erasure.erase_person`, "retention");
 - the audit trail: ``AUDIT_RETENTION_DAYS`` (365, at least 183), then deleted whole digests
   (:mod:`portal.audit.digest`, its own loop);
 - cases' figures, the evidence log and signed agreements: for good (the committee's records).
@@ -27,14 +28,15 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portal.accounts.erasure import ErasureRefused, erase_person
 from portal.accounts.models import Invitation, LoginThrottle, PhoneCode, User, UserSession
 from portal.audit.service import record
 from portal.background import BackgroundLoop
-from portal.cases.lifecycle import Status
+from portal.cases.lifecycle import FINAL_STATUSES, Status
 from portal.cases.models import Case
 from portal.db import utcnow
 from portal.evidence.blobs import BlobStore
@@ -44,17 +46,9 @@ from portal.settings import Settings
 
 logger = logging.getLogger("jiefen.retention")
 SWEEP_LOCK = 0x4A46_5245  # "JFRE": one sweeper at a time on PostgreSQL
-# A case in one of these has ended; until then its claimant's data is needed.
-ENDED = {
-    Status.DRAFT,
-    Status.REJECTED,
-    Status.INELIGIBLE,
-    Status.FULFILLED,
-    Status.CLOSED,
-    Status.FAILED,
-    Status.TRANSFERRED,
-    Status.WITHDRAWN,
-}
+# A case in one of these has ended for good; until then its claimant's data is needed (a
+# failed mediation's case file may still go to court).
+ENDED = FINAL_STATUSES | {Status.DRAFT}
 ERASED_HASH = "!erased"  # the password hash erase_person leaves
 PERSONS_PER_SWEEP = 200  # erasures in one sweep; the next sweep takes the rest
 
@@ -76,7 +70,9 @@ class RetentionReport:
         return sum(counts) + self.notifications + len(self.persons_erased)
 
 
-async def persons_due(db: AsyncSession, days: int, now: datetime) -> list[int]:
+async def persons_due(
+    db: AsyncSession, days: int, now: datetime, *, only: int | None = None
+) -> list[int]:
     """Consumers whose every case ended, and who last logged in (or, never having logged in
     since this was recorded, were created) more than ``days`` ago, and whose last case ended
     that long ago; not yet erased."""
@@ -101,6 +97,8 @@ async def persons_due(db: AsyncSession, days: int, now: datetime) -> list[int]:
         .order_by(User.id)
         .limit(PERSONS_PER_SWEEP)
     )
+    if only is not None:
+        query = query.where(User.id == only)
     return list(await db.scalars(query))
 
 
@@ -166,23 +164,46 @@ async def sweep(
     if dry_run:
         await db.rollback()
         return report
-    if report.removed:
+    if report.removed or report.persons_due:
         record(db, None, "retention.swept", "retention", 0, **_counts(report))
     await db.commit()
     for user_id in report.persons_due:
-        user = await db.get(User, user_id)
-        if user is None:
-            continue
         try:
+            user = await _claim(db, user_id, settings.person_retention_days, now)
+            if user is None:  # another process erased them, or they came back meanwhile
+                await db.rollback()
+                continue
             await erase_person(db, store, user, reason="retention")
-        except ErasureRefused:  # a case reopened meanwhile
+        except ErasureRefused:  # a case was filed meanwhile
             await db.rollback()
             report.persons_refused.append(user_id)
+            continue
+        except DBAPIError:  # e.g. a deadlock with a request touching the same rows
+            await db.rollback()
+            logger.warning("retention: erasing user %d failed; the next sweep tries again", user_id)
             continue
         report.persons_erased.append(user_id)
     if report.removed:
         logger.info("retention sweep: %s", _counts(report))
     return report
+
+
+async def _claim(db: AsyncSession, user_id: int, days: int, now: datetime) -> User | None:
+    """The user, if still due, in a transaction that holds the sweep's lock until the erasure
+    commits (PostgreSQL: the advisory lock again; SQLite: its write lock, taken by a no-op
+    write), so that two processes never erase the same person at once."""
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SWEEP_LOCK})
+    else:
+        await db.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(id=User.id)
+            .execution_options(synchronize_session=False)
+        )
+    if user_id not in await persons_due(db, days, now, only=user_id):
+        return None
+    return await db.get(User, user_id, populate_existing=True)
 
 
 def _counts(report: RetentionReport) -> dict[str, int]:

@@ -177,6 +177,16 @@ async def test_erasure_leaves_no_trace_and_every_proof_valid(
         assert case is not None and staff is not None
         await cases.apply_transition(db, case, staff, "start_mediation")
         await cases.apply_transition(db, case, staff, "fail", reason="双方未能达成一致")
+        # Failed but not closed: its case file may still go to court, so it is refused.
+        person = await db.get(User, world["person"].user.id)
+        assert person is not None
+        with pytest.raises(ErasureRefused):
+            await erase_person(db, state.blobs, person, reason="request")
+        await db.rollback()
+        case = await db.get(Case, world["case_id"])
+        staff = await db.get(User, world["mediator"].user.id)
+        assert case is not None and staff is not None
+        await cases.apply_transition(db, case, staff, "close")
         figures_before = (case.status, case.category, case.amount_fen, case.closed_at)
         rollup_before = list(await db.execute(text("SELECT * FROM case_rollup ORDER BY 1, 2, 3")))
         await log.integrate_all(db)

@@ -74,3 +74,36 @@ async def test_upgrade_downgrade_upgrade(empty_db: str, tmp_path: Path) -> None:
     await asyncio.to_thread(command.upgrade, config, "heads")
     tables, diff = await _inspect(empty_db)
     assert "users" in tables and diff == []
+
+
+async def test_last_login_starts_at_the_upgrade(empty_db: str, tmp_path: Path) -> None:
+    """Migration d4e5f6a7b8c9: accounts that exist when it runs get the upgrade's time (their
+    earlier logins were never recorded), so retention cannot erase them for it."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    config = alembic_config(make_settings(empty_db, tmp_path))
+    await asyncio.to_thread(command.upgrade, config, "c3d4e5f6a7b8")
+    engine = create_engine(empty_db)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO users (id, role, display_name, phone_index, password_hash, "
+                    "locale, large_text, is_active, created_at, password_changed_at) VALUES "
+                    "(7, 'consumer', '老用户', 'idx7', 'x', 'zh_CN', false, true, "
+                    ":old, :old)"
+                ),
+                {"old": datetime(2020, 1, 1, tzinfo=UTC).replace(tzinfo=None)},
+            )
+        await asyncio.to_thread(command.upgrade, config, "heads")
+        async with engine.connect() as conn:
+            from portal.accounts.models import User
+
+            user = (await conn.execute(User.__table__.select().where(User.id == 7))).one()
+    finally:
+        await engine.dispose()
+    assert user.last_login_at is not None
+    assert abs(datetime.now(UTC) - user.last_login_at) < timedelta(minutes=5)

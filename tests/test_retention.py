@@ -316,6 +316,23 @@ async def test_a_person_downloads_their_own_data(app: Any, client: httpx.AsyncCl
             size=blob.size,
             sha256=blob.sha256,
         )
+        # The firm's item kept for the mediator: not the claimant's to see, nor to export.
+        rep = await make_user(app, Role.FIRM_REP, firm=firm)
+        rep_user = await db.get(User, rep.id)
+        assert rep_user is not None
+        hidden = state.blobs.put_bytes(PDF + b"firm internal memo")
+        await cases.add_material(
+            db,
+            row,
+            rep_user,
+            kind="other",
+            filename="内部说明.pdf",
+            content_type="application/pdf",
+            size=hidden.size,
+            sha256=hidden.sha256,
+            visibility="mediator",
+            party="respondent",
+        )
         await db.commit()
 
     await log_in(client, "13900001031", PASSWORD)
@@ -329,6 +346,18 @@ async def test_a_person_downloads_their_own_data(app: Any, client: httpx.AsyncCl
     assert wrong.status_code == 400 and "当前密码错误" in wrong.text
     empty = await post_form(client, "/account/data", {"current": ""})
     assert empty.status_code == 400
+    # Guessing is throttled like logging in: after a few wrong tries even the right one waits.
+    for _ in range(4):
+        await post_form(client, "/account/data", {"current": "still-not-it"})
+    blocked = await post_form(client, "/account/data", {"current": PASSWORD})
+    assert blocked.status_code == 400 and "失败次数过多" in blocked.text
+    async with state.db() as db:  # (the wait, passed)
+        await db.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == f"reauth:{person.id}")
+            .values(blocked_until=None, last_failure_at=utcnow() - timedelta(days=2))
+        )
+        await db.commit()
 
     answer = await post_form(client, "/account/data", {"current": PASSWORD})
     assert answer.status_code == 200, answer.text[:500]
@@ -341,6 +370,8 @@ async def test_a_person_downloads_their_own_data(app: Any, client: httpx.AsyncCl
         assert [c["number"] for c in data["cases"]] == [case.number]
         assert data["cases"][0]["claimant"]["name"] == "钱多多"
         assert "别人的案件" not in json.dumps(data, ensure_ascii=False)
+        assert "内部说明" not in json.dumps(data, ensure_ascii=False)
+        assert hidden.sha256 not in json.dumps(data)
         uploads = [n for n in archive.namelist() if n.startswith("files/")]
         # The two materials of the filing and the receipt added later, each as uploaded.
         assert len(uploads) == 3 and uploads[-1].endswith("收据.pdf")

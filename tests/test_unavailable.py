@@ -161,10 +161,9 @@ def _assert_unavailable(answer: httpx.Response) -> None:
 
 
 def _client(app: Any) -> httpx.AsyncClient:
-    # As a browser sees it: Starlette re-raises a crash after answering, the client gets the page.
-    transport = httpx.ASGITransport(
-        app=app, client=("127.0.0.1", 40000), raise_app_exceptions=False
-    )
+    # Exceptions the app lets out are raised here: an outage must be answered, not raised on
+    # (Starlette's error middleware re-raises for the server to log a stack trace each time).
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
@@ -200,6 +199,10 @@ async def test_what_counts_as_unavailable(tmp_path: Path) -> None:
     finally:
         await refused.dispose()
     assert not unavailable(ValueError("a bug"))
+    # A refused connection to something else (Redis, a webhook receiver) is not the database.
+    with pytest.raises(ConnectionRefusedError) as elsewhere:
+        await asyncio.open_connection("127.0.0.1", free_port())
+    assert not unavailable(elsewhere.value)
 
 
 async def test_a_session_event_while_the_database_is_away_says_so(app: Any) -> None:

@@ -20,10 +20,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("users", sa.Column("last_login_at", sa.DateTime(timezone=True)))
-    # The best that is known of earlier logins: the newest session each account still has.
+    # Earlier logins were not recorded (sessions end at logout or expiry), so an account's
+    # clock starts now: retention may never erase someone because of what was not recorded.
     op.execute(
-        "UPDATE users SET last_login_at = (SELECT max(s.created_at) FROM user_sessions s"
-        " WHERE s.user_id = users.id)"
+        "UPDATE users SET last_login_at = COALESCE((SELECT max(s.created_at) FROM user_sessions s"
+        " WHERE s.user_id = users.id), CURRENT_TIMESTAMP)"
     )
 
 

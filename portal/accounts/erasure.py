@@ -16,7 +16,8 @@ dates, status and outcome (so every statistic stays the same), and every leaf st
 Session recordings are evidence items of the case and go with them. The signed agreement
 (its PDF names the parties) and confirmed minutes are legal records the committee must keep:
 they are counted in the report and kept.
-Cases still being handled are refused: close or withdraw them first.
+Cases not yet closed are refused (a failed mediation's case file may still go to court): close
+or withdraw them first.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ from portal.notify.models import Notification
 logger = logging.getLogger("jiefen.erasure")
 ERASED_NAME = "已注销用户"
 ERASED_FILENAME = "已删除"
-# Being handled: the person's data is still needed for it.
+# Not yet closed: the person's data is still needed (an agreement being carried out, a failed
+# mediation's case file for the court).
 ACTIVE = {
     Status.SUBMITTED,
     Status.NEEDS_INFO,
@@ -62,6 +64,9 @@ ACTIVE = {
     Status.ASSIGNED,
     Status.IN_MEDIATION,
     Status.SETTLED,
+    Status.FULFILLED,
+    Status.FAILED,
+    Status.TRANSFERRED,
 }
 REASONS = ("request", "retention")
 
@@ -286,9 +291,15 @@ async def export_person(
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The person's own data as one JSON-ready dict, and the files they uploaded as
     (name in the archive, SHA-256) pairs."""
-    from portal.accounts.service import contact_of
+    from portal.accounts.service import contact_of, identity_of
     from portal.cases.service import claimant_of
+    from portal.evidence import policy as evidence_policy
+    from portal.policy import Policy
 
+    # Only the evidence items the person may see on the case page (not the firm's items kept
+    # for the mediator), by the same rules.
+    policy = Policy([evidence_policy.RULES])
+    who = identity_of(user)
     contact = contact_of(vault, user)
     data: dict[str, Any] = {
         "format": "jiefen-person-export/1",
@@ -313,13 +324,15 @@ async def export_person(
             .where(CaseEvent.case_id == case.id, CaseEvent.visibility.in_(("all", "claimant")))
             .order_by(CaseEvent.id)
         )
-        materials = list(
-            await db.scalars(
+        materials = [
+            m
+            for m in await db.scalars(
                 select(CaseMaterial)
                 .where(CaseMaterial.case_id == case.id, CaseMaterial.erased_at.is_(None))
                 .order_by(CaseMaterial.id)
             )
-        )
+            if policy.permits(who, "view", evidence_policy.Item(m, case))
+        ]
         for material in materials:
             if material.uploaded_by_id == user.id:
                 files.append(

@@ -360,6 +360,25 @@ def check_password(user: User, current: str) -> None:
         raise DomainError(_l("Your current password is wrong."), field="current") from None
 
 
+async def confirm_password(db: AsyncSession, user: User, current: str) -> None:
+    """Ask a logged-in user for their password again (before something sensitive), with the
+    login's throttle on this account: a session someone else holds cannot guess at it."""
+    now = utcnow()
+    keys = [f"reauth:{user.id}"]
+    wait = await _seconds_blocked(db, keys, now)
+    if wait:
+        raise DomainError(
+            _l("Too many failed attempts. Wait {seconds} seconds, then try again.", seconds=wait),
+            field="current",
+        )
+    try:
+        check_password(user, current)
+    except DomainError:
+        await _record_failure(db, keys, now)
+        raise
+    await db.execute(delete(LoginThrottle).where(LoginThrottle.key == keys[0]))
+
+
 async def change_password(
     db: AsyncSession, user: User, current: str, new: str, user_agent: str
 ) -> str:

@@ -218,7 +218,7 @@ async def my_data(request: Request) -> Response:
             async with db_session(request) as db:
                 user = await current_user(request, db)
                 try:
-                    service.check_password(user, form.value("current"))
+                    await service.confirm_password(db, user, form.value("current"))
                 except DomainError as exc:
                     form.add_error(exc.field, exc.message)
                 else:
@@ -248,7 +248,11 @@ async def _zip_response(
 ) -> Response:
     """The archive, written to a temporary file off the event loop and streamed from it."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the stream below
-    await run_in_threadpool(write_export, spool, data, files, request.app.state.blobs)
+    try:
+        await run_in_threadpool(write_export, spool, data, files, request.app.state.blobs)
+    except BaseException:
+        spool.close()
+        raise
     size = spool.tell()
     spool.seek(0)
 

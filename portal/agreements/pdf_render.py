@@ -1,7 +1,7 @@
 """Laying out the agreement PDF with fpdf2 (see :mod:`portal.agreements.pdf`).
 
-Apart from the document's data so that fpdf2 and fontTools (about 40 MB) are loaded by the
-first process that renders an agreement, not by every worker at start.
+Apart from the document's data so that fpdf2 (about 40 MB with what it imports) is loaded by
+the first process that renders an agreement, not by every worker at start.
 """
 
 from __future__ import annotations
