@@ -114,19 +114,15 @@ class FastFingerprints:
     generated texts share most of their shingles): for generating volume only."""
 
     def __init__(self) -> None:
-        from datasketch import MinHash
+        from portal.analytics.shingles import permutations
 
-        from portal.analytics.shingles import NUM_PERM, SCHEME, SEED
-
-        self.a, self.b = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations
+        self.a, self.b = permutations()
         self.cache: dict[str, int] = {}
 
     def values(self, text: str) -> Any:
         import numpy as np
-        from datasketch.hashfunc import sha1_hash32
-        from datasketch.minhash import _fmix
 
-        from portal.analytics.shingles import shingles
+        from portal.analytics.shingles import fmix32, sha1_hash32, shingles
 
         found = shingles(text)
         if not found:
@@ -140,7 +136,7 @@ class FastFingerprints:
             dtype=np.uint32,
             count=len(found),
         )
-        mixed = _fmix(hashed.reshape(-1, 1), 32)
+        mixed = fmix32(hashed.reshape(-1, 1))
         return (mixed * self.a + self.b).min(axis=0).astype(np.uint32)
 
 
@@ -393,7 +389,7 @@ async def _measure(
             parts["similar"].ms.append((t2 - t1) * 1000)
             sha.ms.append((t3 - t2) * 1000)
             bare.ms.append((t4 - t3) * 1000)
-            candidates.append(len(index._lsh.query(likeness._lean(values))))
+            candidates.append(len(index._bands.query(values)))
         return (
             rebuild_s,
             index_mb,

@@ -7,8 +7,10 @@ belongs to such a batch; the label informs them and never rejects a filing.
 How alike two filings are is the Jaccard similarity of their 3-character shingle sets, estimated
 from MinHash fingerprints (portal.analytics.shingles, 128 hash values). The decision:
 
-1. ``MinHashLSH`` (datasketch) with ``BANDS`` bands of ``ROWS`` hash values proposes candidates:
-   a pair at similarity s becomes a candidate with probability 1 - (1 - s**2)**20, 0.98 at
+1. A banded LSH index (``Bands``, ``BANDS`` bands of ``ROWS`` hash values: the candidates that
+   datasketch's ``MinHashLSH(params=(BANDS, ROWS))`` gives, without importing it, which imports
+   scipy) proposes candidates: the filings that share all ``ROWS`` values of at least one band.
+   A pair at similarity s becomes a candidate with probability 1 - (1 - s**2)**20, 0.98 at
    s = 0.43 (the least alike template pair in the labelled set), 0.18 at s = 0.1 (two unrelated
    complaints on one topic).
 2. A candidate is alike when the estimate over all 128 values is at least ``CUTOFF`` (0.35):
@@ -43,7 +45,6 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
-from datasketch import LeanMinHash, MinHashLSH
 from sqlalchemy import CursorResult, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,9 +53,8 @@ from sqlalchemy.orm import aliased
 
 from portal.analytics.likeness_models import CaseFingerprint, LikenessPair
 from portal.analytics.shingles import (
+    EMPTY,
     NUM_PERM,
-    SCHEME,
-    SEED,
     SHINGLE,
     fingerprint,
     from_bytes,
@@ -81,7 +81,6 @@ WINDOW = timedelta(minutes=5)
 RESCAN = 10.0  # seconds between those re-reads, per process
 BATCH = 500  # rows per step when rebuilding or backfilling
 SETTLE = 100  # filings compared per round of the loop (what was stored "not compared")
-EMPTY = np.iinfo(np.uint32).max  # a MinHash value no shingle gave (facts without any text)
 MAX_EDGES = 200_000  # pairs read for the clusters page at most
 MAX_WEEKS = 26  # weeks shown per cluster, the latest
 
@@ -96,10 +95,11 @@ class Match:
 
 def values_of(text: str) -> Values:
     """The fingerprint's hash values (shingles.fingerprint), as stored and indexed."""
-    return np.asarray(fingerprint(text).hashvalues, dtype=np.uint32)
+    return fingerprint(text)
 
 
 def _blank(values: Values) -> bool:
+    """A fingerprint no shingle gave (facts without any text)."""
     return bool((values == EMPTY).all())
 
 
@@ -113,6 +113,39 @@ def _chunks(items: Sequence[int], size: int = 1000) -> Iterable[Sequence[int]]:
 
 
 # -- the in-memory index ----------------------------------------------------------------------
+
+
+class Bands:
+    """Banded LSH: the fingerprint's first ``bands * rows`` values cut into ``bands`` bands of
+    ``rows``; per band, a dict from the band's values (as bytes) to the keys inserted with them.
+    A query's candidates are the keys that share at least one whole band with it: the set
+    datasketch's ``MinHashLSH(num_perm, params=(bands, rows))`` returns for the same inserts
+    (tests/analytics/test_minhash_crosscheck.py compares them)."""
+
+    def __init__(self, bands: int = BANDS, rows: int = ROWS, num_perm: int = NUM_PERM) -> None:
+        if bands < 2 or rows < 1 or bands * rows > num_perm:
+            raise ValueError(f"{bands} bands of {rows} do not fit {num_perm} hash values")
+        self.num_perm = num_perm
+        self._ranges = [(i * rows, (i + 1) * rows) for i in range(bands)]
+        self._tables: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+
+    def _keys(self, values: Values) -> list[bytes]:
+        values = np.asarray(values, dtype=np.uint32)
+        if values.shape != (self.num_perm,):
+            raise ValueError(f"expected {self.num_perm} hash values, got {values.shape}")
+        return [values[start:end].tobytes() for start, end in self._ranges]
+
+    def insert(self, key: int, values: Values) -> None:
+        """Index ``key`` under its fingerprint's bands (once: the caller does not repeat keys)."""
+        for band, table in zip(self._keys(values), self._tables, strict=True):
+            table.setdefault(band, []).append(key)
+
+    def query(self, values: Values) -> set[int]:
+        """The keys sharing at least one band with ``values``."""
+        found: set[int] = set()
+        for band, table in zip(self._keys(values), self._tables, strict=True):
+            found.update(table.get(band, ()))
+        return found
 
 
 class LikenessIndex(BackgroundLoop):
@@ -140,7 +173,7 @@ class LikenessIndex(BackgroundLoop):
         super().__init__(interval)
         self.sessions = sessions
         self.cutoff = cutoff
-        self._lsh = MinHashLSH(num_perm=NUM_PERM, params=(bands, rows))
+        self._bands = Bands(bands, rows)
         self._matrix: Values = np.empty((1024, NUM_PERM), dtype=np.uint32)
         self._committees: npt.NDArray[np.int64] = np.empty(1024, dtype=np.int64)
         self._ids: npt.NDArray[np.int64] = np.empty(1024, dtype=np.int64)  # row -> case id
@@ -194,7 +227,7 @@ class LikenessIndex(BackgroundLoop):
         self._ids[row] = case_id
         self._row_of[case_id] = row
         # The LSH's keys are rows of the matrix: a query's candidates index it directly.
-        self._lsh.insert(row, _lean(self._matrix[row]), check_duplication=False)
+        self._bands.insert(row, self._matrix[row])
 
     def values(self, case_id: int) -> Values | None:
         row = self._row_of.get(case_id)
@@ -212,7 +245,7 @@ class LikenessIndex(BackgroundLoop):
         estimated similarity is at least the cut-off (``committee_id``: only that committee's)."""
         if _blank(values) or not self._row_of:
             return []
-        keys = self._lsh.query(_lean(values))
+        keys = self._bands.query(values)
         rows = np.fromiter(keys, dtype=np.int64, count=len(keys))
         if exclude is not None and exclude in self._row_of:
             rows = rows[rows != self._row_of[exclude]]
@@ -410,13 +443,9 @@ class LikenessIndex(BackgroundLoop):
         return bool(self._pending)
 
 
-def _lean(values: Values) -> LeanMinHash:
-    return LeanMinHash(seed=SEED, hashvalues=values, scheme=SCHEME)
-
-
 def _values(data: bytes) -> Values:
     if len(data) != NUM_PERM * 4:
-        return np.asarray(from_bytes(data).hashvalues, dtype=np.uint32)
+        return from_bytes(data)
     return np.frombuffer(data, dtype="<u4").astype(np.uint32)
 
 
