@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -480,9 +481,15 @@ async def _with_session(settings: Settings, work: Any) -> Any:
 
 @evidence.command("verify")
 @click.option("--no-files", is_flag=True, help="Skip re-reading the evidence files.")
-def evidence_verify(no_files: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes checking blocks of leaves side by side (default: one per CPU core).",
+)
+def evidence_verify(no_files: bool, workers: int | None) -> None:
     """Recompute every leaf, file hash and tree hash; compare with the signed checkpoints."""
-    if not _verify_evidence(Settings.from_env(), files=not no_files):
+    if not _verify_evidence(Settings.from_env(), files=not no_files, workers=workers):
         raise SystemExit(1)
 
 
@@ -532,7 +539,12 @@ def _progress(stage: str, done: int, total: int) -> None:
         click.echo("", err=True)
 
 
-def _verify_evidence(settings: Settings, files: bool = True) -> bool:
+def _cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _verify_evidence(settings: Settings, files: bool = True, workers: int | None = None) -> bool:
     from portal.evidence.integrity import verify_log
     from portal.evidence.service import blob_store, log_key
 
@@ -543,7 +555,9 @@ def _verify_evidence(settings: Settings, files: bool = True) -> bool:
     result = asyncio.run(
         _with_session(
             settings,
-            lambda db: verify_log(db, store, log_key(settings), progress=progress),
+            lambda db: verify_log(
+                db, store, log_key(settings), progress=progress, workers=workers or _cores()
+            ),
         )
     )
     click.echo("", err=True)

@@ -121,7 +121,7 @@ class AgreementSignature(Base):
     pdf_sha256: Mapped[str] = mapped_column(String(64))
     signed_at: Mapped[datetime] = mapped_column(default=utcnow)
     leaf_id: Mapped[int | None] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("evidence_leaves.id")
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("evidence_leaves.id"), index=True
     )
     voided_at: Mapped[datetime | None] = mapped_column()
     void_reason: Mapped[str] = mapped_column(Text, default="")

@@ -203,7 +203,7 @@ class CaseMaterial(Base):
     # guessing a file name or title; erased with the person's other data.
     salt: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
     # The evidence.added leaf, written when the case has a number (at submission for drafts).
-    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"))
+    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"), index=True)
     # Erased with the claimant's personal data: name, title, description and salt cleared, the
     # file deleted; the leaf (its hashes) stands and its receipt still verifies.
     erased_at: Mapped[datetime | None] = mapped_column()

@@ -66,7 +66,7 @@ class MinutesVersion(Base):
     presented_at: Mapped[datetime | None] = mapped_column()
     confirmed_at: Mapped[datetime | None] = mapped_column()
     superseded_at: Mapped[datetime | None] = mapped_column()
-    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"))
+    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"), index=True)
 
 
 class MinutesResponse(Base):

@@ -77,7 +77,7 @@ class Recording(Base):
     # What went wrong when sealing, said to the mediator and kept ("" if nothing).
     problem: Mapped[str] = mapped_column(Text, default="")
     # The ``recording`` leaf written when sealed: its files and every consent answer.
-    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"))
+    leaf_id: Mapped[int | None] = mapped_column(ForeignKey("evidence_leaves.id"), index=True)
 
 
 class RecordingConsent(Base):

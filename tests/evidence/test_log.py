@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import os
 from typing import Any
 
@@ -196,11 +197,61 @@ async def _verified_case(app: Any) -> tuple[Any, Case]:
     return state, case
 
 
+# Two worker processes, blocks of two leaves: the case's chain, the tree and the checkpoint
+# all cross blocks, so what the workers find must be joined to find the same first problem.
+PARALLEL = {"workers": 2, "block": 2}
+
+
 async def _problem(state: Any) -> str:
     async with state.db() as db:
         result = await verify_log(db, state.blobs, state.log_key)
+        parallel = await verify_log(db, state.blobs, state.log_key, record=False, **PARALLEL)
     assert not result.ok
+    assert parallel.problem == result.problem
     return result.problem
+
+
+async def test_worker_processes_verify_the_same(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    async with state.db() as db:
+        for kind in range(3):  # more leaves after the case's, and a checkpoint inside a block
+            await log.LogWriter(state.db).append("minutes", {"n": kind})
+        await log.checkpoint_now(db, state.log_key)
+        one = await verify_log(db, state.blobs, state.log_key, record=False)
+        two = await verify_log(db, state.blobs, state.log_key, record=False, **PARALLEL)
+    assert one.ok and two.ok, (one.problem, two.problem)
+    assert (two.leaves, two.files, two.checkpoints) == (one.leaves, one.files, one.checkpoints)
+    assert (one.leaves, one.checkpoints) == (8, 2)
+    with pytest.raises(ValueError, match="power of two"):
+        async with state.db() as db:
+            await verify_log(db, state.blobs, state.log_key, workers=2, block=3)
+
+
+def test_the_fast_canonical_json_is_the_json_modules() -> None:
+    from portal.evidence import integrity
+
+    def slow(value: Any) -> bytes:
+        encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return encoded.encode("utf-8")
+
+    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    for start in range(0, len(text), 4096):
+        part = text[start : start + 4096]
+        assert integrity._json({"t": part, "k": [part]}) == slow({"t": part, "k": [part]})
+    for value in (0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**64), True, False, None):
+        assert integrity._json({"b": value, "a": [value]}) == slow({"b": value, "a": [value]})
+
+
+async def test_a_changed_hash_joining_blocks_is_found(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    position = tlog.stored_hash_index(2, 0)  # leaves 0-3: above the blocks of two
+    async with state.db() as db:
+        stored = await db.get(LogHash, position)
+        assert stored is not None
+        stored.hash = bytes(32)
+        await db.commit()
+    problem = await _problem(state)
+    assert problem.startswith("leaf 3:") and f"position {position}" in problem
 
 
 async def test_a_changed_row_is_found_and_named(app: Any) -> None:
