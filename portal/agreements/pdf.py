@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
-
 FONT_FILE = (
     Path(__file__).resolve().parents[2]
     / "static"
@@ -122,6 +120,8 @@ def drawn_strokes(path: str) -> list[list[tuple[int, int]]]:
 
 @functools.cache
 def _font_codepoints() -> frozenset[int]:
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
     with TTFont(FONT_FILE, lazy=True) as font:
         return frozenset(font.getBestCmap())
 

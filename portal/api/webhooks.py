@@ -27,13 +27,12 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -47,6 +46,9 @@ from portal.db import session_scope, utcnow
 from portal.errors import DomainError, NotFound
 from portal.i18n import Msg, _l
 from portal.policy import Role
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("jiefen.webhooks")
 
@@ -348,7 +350,7 @@ async def _due(db: AsyncSession, now: datetime, batch: int) -> list[WebhookDeliv
 async def send_due(
     sessionmaker: async_sessionmaker[AsyncSession],
     vault: DataVault,
-    client: httpx.AsyncClient,
+    client: Callable[[], httpx.AsyncClient],
     *,
     allow_private: bool,
     batch: int = 50,
@@ -362,7 +364,7 @@ async def send_due(
         endpoints_by_id = {e.id: e for e in found}
     for delivery in due:
         endpoint = endpoints_by_id[delivery.endpoint_id]
-        status, error = await _post(client, vault, endpoint, delivery, allow_private)
+        status, error = await _post(client(), vault, endpoint, delivery, allow_private)
         async with session_scope(sessionmaker) as db:
             row = await db.get(WebhookDelivery, delivery.id)
             if row is None or row.state != "pending":
@@ -401,6 +403,8 @@ async def _post(
         "Jiefen-Webhook-Timestamp": str(stamp),
         "Jiefen-Webhook-Signature": sign(secret, stamp, body),
     }
+    import httpx
+
     try:
         response = await client.post(endpoint.url, content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -429,13 +433,19 @@ class WebhookLoop(BackgroundLoop):
         self.allow_private = allow_private
         self._client: httpx.AsyncClient | None = None
 
-    async def run_once(self) -> bool:
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client, made (and httpx imported: 18 MB) when there is something to post."""
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+        return self._client
+
+    async def run_once(self) -> bool:
         async with session_scope(self.sessionmaker) as db:
             read = await fan_out(db)
         sent = await send_due(
-            self.sessionmaker, self.vault, self._client, allow_private=self.allow_private
+            self.sessionmaker, self.vault, self.client, allow_private=self.allow_private
         )
         return read >= 500 or sent >= 50
 
