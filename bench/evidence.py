@@ -16,8 +16,9 @@ it and measures, each beside a reference taken in the same run:
    inclusion proofs of random leaves in the whole tree, read from the database
    (``DbHashReader``), p50/p99, their size, and a receipt's; reference: one primary-key lookup.
 2. Full verification of the log with ``verify_log`` (every leaf against its timeline event or
-   evidence item, every chain, the tree, the checkpoints, the files); reference: reading the
-   same leaves with a plain SELECT and hashing them.
+   evidence item, every chain, the tree, the checkpoints, the files) with one worker process per
+   core, as ``jiefen evidence verify`` runs it, and again in one process for comparison;
+   reference: reading the same leaves with a plain SELECT and hashing them.
 3. Durable appends on top of that log, for ``--append-seconds`` each: ``LogWriter`` with
    ``--writers`` concurrent appenders (group commit), and one transaction per leaf
    (``stage_leaf`` + commit) from ``--stagers`` tasks followed by the sequencer
@@ -755,6 +756,8 @@ class Verification:
     files: int
     seconds: float
     ref_seconds: float
+    workers: int
+    one_process_seconds: float
     profile: list[str] = field(default_factory=list)
 
 
@@ -771,11 +774,16 @@ async def measure_verification(settings: Any, profile: bool) -> Verification:
     engine = create_engine(settings.database_url)
     store, key = blob_store(settings), log_key(settings)
     sessions = create_sessionmaker(engine)
+    workers = len(os.sched_getaffinity(0))  # as `jiefen evidence verify` does by default
     try:
         async with sessions() as db:
-            result = await verify_log(db, store, key, record=False)
+            result = await verify_log(db, store, key, record=False, workers=workers)
         if not result.ok:
             raise RuntimeError(f"verify_log found a problem: {result.problem}")
+        async with sessions() as db:  # the comparison: everything in this one process
+            alone = await verify_log(db, store, key, record=False, workers=1)
+        if not alone.ok:
+            raise RuntimeError(f"verify_log found a problem: {alone.problem}")
         async with sessions() as db:
             began = time.perf_counter()
             count = 0
@@ -807,6 +815,8 @@ async def measure_verification(settings: Any, profile: bool) -> Verification:
         files=result.files,
         seconds=result.seconds,
         ref_seconds=ref_seconds,
+        workers=workers,
+        one_process_seconds=alone.seconds,
         profile=lines,
     )
 
@@ -1518,7 +1528,9 @@ def run_backend(
     )
     verification = run_async(measure_verification(settings, args.profile))
     print(
-        f"  verify_log {verification.seconds:.1f} s ({verification.leaves:,} leaves,"
+        f"  verify_log {verification.seconds:.1f} s with {verification.workers} workers"
+        f" ({verification.one_process_seconds:.1f} s in one process;"
+        f" {verification.leaves:,} leaves,"
         f" {verification.checkpoints} checkpoints, {verification.files} files);"
         f" SELECT + sha256 {verification.ref_seconds:.1f} s",
         flush=True,
@@ -1602,7 +1614,8 @@ def rows(runs: list[BackendRun], args: argparse.Namespace) -> list[list[str]]:
             [
                 b,
                 f"full verification, verify_log, {v.leaves:,} leaves",
-                f"{v.seconds:.1f} s ({v.leaves / v.seconds:,.0f} leaves/s; checkpoints:"
+                f"{v.seconds:.1f} s ({v.leaves / v.seconds:,.0f} leaves/s, {v.workers} worker"
+                f" processes; in one process {v.one_process_seconds:.1f} s; checkpoints:"
                 f" {v.checkpoints}, files: {v.files})",
                 f"{v.ref_seconds:.1f} s SELECT + SHA-256 of the same leaves"
                 f" ({v.seconds / v.ref_seconds:.0f}×)",

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from alembic import command
-from alembic.config import Config
 
 from portal.db import create_engine, create_sessionmaker, import_models
 from portal.policy import Role
 from portal.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +61,8 @@ DEMO_USERS = [
 
 
 def alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config
+
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
@@ -71,6 +73,8 @@ def upgrade_database(settings: Settings, revision: str = "heads") -> None:
     """Migrate the schema, then the data that follows it: files of the first storage move
     into the blob store, and materials of numbered cases get their evidence-log leaves."""
     settings.ensure_dirs()
+    from alembic import command
+
     command.upgrade(alembic_config(settings), revision)
     if revision == "heads":
         from portal.evidence.service import blob_store
@@ -143,12 +147,16 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION."""
+    from alembic import command
+
     command.downgrade(alembic_config(Settings.from_env()), revision)
 
 
 @db.command("current")
 def db_current() -> None:
     """Show the database's revision."""
+    from alembic import command
+
     command.current(alembic_config(Settings.from_env()))
 
 
@@ -539,13 +547,8 @@ def _progress(stage: str, done: int, total: int) -> None:
         click.echo("", err=True)
 
 
-def _cores() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _verify_evidence(settings: Settings, files: bool = True, workers: int | None = None) -> bool:
-    from portal.evidence.integrity import verify_log
+    from portal.evidence.integrity import cores, verify_log
     from portal.evidence.service import blob_store, log_key
 
     def progress(done: int, total: int) -> None:
@@ -556,7 +559,7 @@ def _verify_evidence(settings: Settings, files: bool = True, workers: int | None
         _with_session(
             settings,
             lambda db: verify_log(
-                db, store, log_key(settings), progress=progress, workers=workers or _cores()
+                db, store, log_key(settings), progress=progress, workers=workers or cores()
             ),
         )
     )

@@ -14,6 +14,12 @@
   with the log's key; the head's size and root at the end; a checkpoint beyond the end (a
   truncated log) is reported.
 
+With ``workers`` > 1, worker processes check blocks of ``BLOCK`` leaves (whole subtrees) side by
+side, each with its own connection, and this process joins what they found in log order: a
+case's first leaf in a block names its previous leaf, which must be the case's last leaf in the
+blocks before; the tree hashes above a block are the block's root joined with the earlier ones;
+a checkpoint's root is the earlier blocks' roots joined with the block's right edge at its size.
+
 It stops at the first problem and names the record, in English (the command line and the
 administrators' page show it as it is; it is a technical message for the people who run the
 portal).
@@ -26,6 +32,7 @@ import gc
 import hashlib
 import json
 import multiprocessing
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +42,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, any_, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from portal.agreements.models import AgreementSignature, AgreementVersion
@@ -358,6 +366,13 @@ class _Verifier:
         if parsed.size != checkpoint.size or parsed.root != bytes(checkpoint.root):
             raise Mismatch(f"{name}: the stored size or root differs from the signed note")
 
+    def _among(self, column: Any, ids: list[int]) -> Any:
+        """``column IN ids``; on PostgreSQL with the ids as one array parameter, which spares
+        SQLAlchemy rendering a parameter per id (a fifth of a worker's time went there)."""
+        if self.conn.dialect.name == "postgresql":
+            return column == any_(literal(ids, ARRAY(BigInteger)))
+        return column.in_(ids)  # a page's ids, below SQLite's 32,766 parameters
+
     async def _sources(self, rows: Sequence[Any]) -> tuple[dict[int, Any], dict[int, Any]]:
         """The evidence items (by leaf id) and timeline events (by id) a page of leaves
         records, as plain rows (no ORM objects: a full run reads a million)."""
@@ -380,8 +395,8 @@ class _Verifier:
         )
         wanted += (m.party, m.visibility, m.created_at, m.salt, m.uploaded_by_id, m.sha256)
         wanted += (m.size, m.erased_at)
-        for part in _chunks(material_leaves):
-            query = select(*wanted).where(m.leaf_id.in_(part))
+        if material_leaves:
+            query = select(*wanted).where(self._among(m.leaf_id, material_leaves))
             for row in (await self.conn.execute(query)).all():
                 materials[row.leaf_id] = row
         events: dict[int, Any] = {}
@@ -397,8 +412,9 @@ class _Verifier:
             e.data,
         )
         columns += (e.created_at, e.erased_at)
-        for part in _chunks(event_ids):
-            for event in (await self.conn.execute(select(*columns).where(e.id.in_(part)))).all():
+        if event_ids:
+            query = select(*columns).where(self._among(e.id, event_ids))
+            for event in (await self.conn.execute(query)).all():
                 events[event.id] = event
         return materials, events
 
@@ -862,6 +878,11 @@ class _Stitcher:
         self.leaves = r.end
 
 
+def cores() -> int:
+    """The CPU cores this process may run on: the worker processes a full verification uses."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 # Leaves a worker process checks at a time (a power of two: blocks are whole subtrees).
 BLOCK = 1 << 16
 _worker_cache: dict[str, tuple[dict[int, bytes], dict[int, str | None]]] = {}
@@ -903,7 +924,7 @@ async def _check_block_async(
         await engine.dispose()
 
 
-async def _verify(verifier: _Verifier, workers: int, block: int) -> _Stitcher:
+async def _verify(verifier: _Verifier, stitcher: _Stitcher, workers: int, block: int) -> None:
     db = verifier.db
     head = await db.get(LogHead, HEAD_ID)
     size, root = (head.size, bytes(head.root)) if head else (0, EMPTY_ROOT)
@@ -911,7 +932,7 @@ async def _verify(verifier: _Verifier, workers: int, block: int) -> _Stitcher:
     for checkpoint in checkpoints:
         verifier._check_note(checkpoint)
     pending = [c for c in checkpoints if c.size > 0]
-    stitcher = _Stitcher(pending, block)
+    stitcher.pending = pending
     sizes = sorted({c.size for c in pending if c.size <= size} | {size})
     url = db.get_bind().engine.url
     in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
@@ -959,7 +980,6 @@ async def _verify(verifier: _Verifier, workers: int, block: int) -> _Stitcher:
             "are stored: the log was cut short",
             seq=size,
         )
-    return stitcher
 
 
 async def verify_log(
@@ -981,19 +1001,19 @@ async def verify_log(
     began = time.perf_counter()
     started = utcnow()
     verifier = _Verifier(db, store, key, progress)
-    stitcher: _Stitcher | None = None
+    stitcher = _Stitcher([], block)
     problem = ""
     try:
-        stitcher = await _verify(verifier, workers, block)
+        await _verify(verifier, stitcher, workers, block)
     except Mismatch as exc:
         problem = str(exc)
     except tlog.TlogError as exc:
         problem = f"the stored tree is damaged: {exc}"
     result = Result(
         ok=not problem,
-        leaves=stitcher.leaves if stitcher else 0,
-        checkpoints=stitcher.checked if stitcher else 0,
-        files=len(stitcher.files) if stitcher else 0,
+        leaves=stitcher.leaves,
+        checkpoints=stitcher.checked,
+        files=len(stitcher.files),
         problem=problem,
         seconds=time.perf_counter() - began,
     )

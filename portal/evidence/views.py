@@ -17,7 +17,7 @@ from portal.cases.models import Case, CaseMaterial
 from portal.cases.service import PARTIES
 from portal.errors import NotFound
 from portal.evidence import log
-from portal.evidence.integrity import last_verification, verify_log
+from portal.evidence.integrity import cores, last_verification, verify_log
 from portal.evidence.policy import EVIDENCE_LOG, Item
 from portal.evidence.serving import blob_response
 from portal.evidence.verify.leaf import decode_leaf
@@ -227,11 +227,18 @@ async def admin_checkpoint(request: Request) -> Response:
     )
 
 
+VERIFY_WORKERS = min(4, cores())
+
+
 async def admin_verify(request: Request) -> Response:
     require(request, "manage", EVIDENCE_LOG)
     state = request.app.state
     async with db_session(request) as db:
-        result = await verify_log(db, state.blobs, state.log_key, actor_id=request.state.user.id)
+        # A log longer than one block is checked by worker processes: this process stays free
+        # to serve others while they work (it only joins their findings).
+        result = await verify_log(
+            db, state.blobs, state.log_key, actor_id=request.state.user.id, workers=VERIFY_WORKERS
+        )
     response = redirect(request, "evidence.admin")
     if result.ok:
         return flash(
