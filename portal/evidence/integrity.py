@@ -31,12 +31,14 @@ import asyncio
 import gc
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +79,8 @@ from portal.evidence.verify.note import NoteError, open_checkpoint
 from portal.evidence.verify.proofs import EMPTY_ROOT, leaf_hash, node_hash
 from portal.meetings.minutes_models import MinutesResponse, MinutesVersion
 
+logger = logging.getLogger(__name__)
+
 PAGE = 5000
 EVENT_TYPES = frozenset({"case.transition", "case.response"})
 # The event id in a timeline leaf (body keys are sorted and "event" occurs only there).
@@ -90,10 +94,15 @@ class _Erased:
 _ERASED = _Erased()
 
 
+LINK, CONTENT, TREE, CHECKPOINT = 1, 2, 3, 4
+
+
 class Mismatch(Exception):
     """The first thing that does not match; the message names it. ``seq``, ``order``: where
-    it was found (a leaf's own check, 0, comes before its tree hashes, 1, before the checkpoint
-    signed at the size it ends, 2), so the first of several problems is the one reported."""
+    it was found, so that the first of several problems is the one reported, whichever process
+    found it. A leaf's checks run in this order: its record, bytes and case (0), its link to the
+    case's previous leaf (LINK), its content and file (CONTENT); then its tree hashes (TREE);
+    then the checkpoint signed at the size it ends (CHECKPOINT)."""
 
     def __init__(self, message: str, *, seq: int = -1, order: int = 0) -> None:
         super().__init__(message)
@@ -262,6 +271,11 @@ class _Verifier:
                     )
                 ).all()
                 if not rows:
+                    following = await self.conn.scalar(
+                        select(func.min(LogLeaf.seq)).where(LogLeaf.seq >= at)
+                    )
+                    if following is not None:
+                        raise Mismatch(_gap(at, following), seq=at)
                     raise Mismatch(f"the log head says {size} leaves, but {at} are stored", seq=at)
                 await self._check_page(rows, at, end, wanted, found)
                 at = int(rows[-1][0] or 0) + 1
@@ -277,16 +291,19 @@ class _Verifier:
     async def _check_page(
         self, rows: Sequence[Any], at: int, end: int, wanted: list[int], found: _Range
     ) -> None:
-        first, last = int(rows[0][0]), int(rows[-1][0])
+        first = int(rows[0][0])
         if first != at:
-            raise Mismatch(f"leaf {at} is missing: the next stored leaf is {first}", seq=at)
+            raise Mismatch(_gap(at, first), seq=at)
+        gap = None
+        if int(rows[-1][0]) != at + len(rows) - 1:  # a leaf is missing: check the ones before
+            k = next(k for k, row in enumerate(rows) if row[0] != at + k)
+            gap = Mismatch(_gap(at + k, int(rows[k][0])), seq=at + k)
+            rows = rows[:k]
+        last = int(rows[-1][0])
         # The tree first (no reads): the hashes the leaves give, in storage order.
         expected: list[bytes] = []
         tree = self.tree
-        for seq, _, _, _, _, digest in rows:
-            if seq != self.first + tree.size:
-                missing = self.first + tree.size
-                raise Mismatch(f"leaf {missing} is missing: the next one is {seq}", seq=missing)
+        for _, _, _, _, _, digest in rows:
             expected += tree.push(bytes(digest))
             while wanted and wanted[0] == self.first + tree.size:
                 found.stacks[wanted.pop(0)] = list(tree.stack)
@@ -324,6 +341,8 @@ class _Verifier:
                 raise
         if tree_problem:
             raise tree_problem
+        if gap:
+            raise gap
 
     def _tree_mismatch(
         self, rows: Sequence[Any], low: int, stored: list[bytes], expected: list[bytes]
@@ -345,12 +364,12 @@ class _Verifier:
                     f"leaf {seq}: the stored tree hash at position {low + bad} "
                     "does not match the leaves (a leaf was changed, moved or removed)",
                     seq=seq,
-                    order=1,
+                    order=TREE,
                 )
             k += count
         last = int(rows[-1][0])
         return Mismatch(
-            f"leaf {last}: more tree hashes are stored than the leaves give", seq=last, order=1
+            f"leaf {last}: more tree hashes are stored than the leaves give", seq=last, order=TREE
         )
 
     def _check_note(self, checkpoint: LogCheckpoint) -> None:
@@ -382,6 +401,8 @@ class _Verifier:
             for r in rows
             if r[3] in EVENT_TYPES and (found := _EVENT_ID.search(bytes(r[4])))
         ]
+        # An id no table can hold (a forged leaf) is left to the leaf's check, which names it.
+        event_ids = [i for i in event_ids if i < 1 << 63]
         materials: dict[int, Any] = {}
         m = CaseMaterial.__table__.c
         wanted: tuple[Any, ...] = (
@@ -738,7 +759,8 @@ class _Verifier:
         if fields:
             raise Mismatch(
                 f"{where}: the leaf does not match {record} as stored now "
-                f"(differs in: {', '.join(fields)})"
+                f"(differs in: {', '.join(fields)})",
+                order=CONTENT,
             )
 
     def _check_place(self, where: str, leaf: Any, number: str | None, prev: str | None) -> None:
@@ -747,7 +769,8 @@ class _Verifier:
         if leaf.prev != prev:
             raise Mismatch(
                 f"{where}: its link to the case's previous leaf is broken "
-                "(a leaf of this case was changed, removed or reordered)"
+                "(a leaf of this case was changed, removed or reordered)",
+                order=LINK,
             )
 
     def _check_file(self, where: str, material: Any) -> None:
@@ -758,14 +781,20 @@ class _Verifier:
             intact = self.store.verify(material.sha256)
         except (BlobError, OSError) as exc:
             raise Mismatch(
-                f"{where}: the file of evidence item {material.id} cannot be read: {exc}"
+                f"{where}: the file of evidence item {material.id} cannot be read: {exc}",
+                order=CONTENT,
             ) from None
         if not intact or size != material.size:
             raise Mismatch(
                 f"{where}: the stored file of evidence item {material.id} was changed "
-                "(its content no longer has the logged SHA-256)"
+                "(its content no longer has the logged SHA-256)",
+                order=CONTENT,
             )
         self.files_checked.add(material.sha256)
+
+
+def _gap(missing: int, following: int) -> str:
+    return f"leaf {missing} is missing: the next stored leaf is {following}"
 
 
 def _stated_prev(data: bytes) -> str | None:
@@ -802,9 +831,13 @@ class _Stitcher:
     hashes above the blocks, the checkpoints' roots; the first problem in log order wins."""
 
     def __init__(self, checkpoints: list[LogCheckpoint], block: int) -> None:
-        self.pending = checkpoints
         self.block_level = block.bit_length() - 1
         self.block = block
+        self.restart(checkpoints)
+
+    def restart(self, checkpoints: list[LogCheckpoint]) -> None:
+        """From the first leaf again, expecting these checkpoints."""
+        self.pending = checkpoints
         self.stack: list[bytes] = []  # the complete subtrees before the next range
         self.last: dict[int, str] = {}
         self.files: set[str] = set()
@@ -819,7 +852,7 @@ class _Stitcher:
                 problems.append(
                     (
                         seq,
-                        0,
+                        LINK,
                         f"{where}: its link to the case's previous leaf is broken "
                         "(a leaf of this case was changed, removed or reordered)",
                     )
@@ -843,11 +876,11 @@ class _Stitcher:
                     (j for j in range(len(joined)) if j >= len(r.tail) or joined[j] != r.tail[j]),
                     len(joined),
                 )
-                position = tlog.stored_hash_index(0, r.end) - len(r.tail) + bad
+                position = tlog.stored_hash_index(0, r.end) - len(joined) + bad
                 problems.append(
                     (
                         r.end - 1,
-                        1,
+                        TREE,
                         f"leaf {r.end - 1}: the stored tree hash at position {position} "
                         "does not match the leaves (a leaf was changed, moved or removed)",
                     )
@@ -862,7 +895,7 @@ class _Stitcher:
                 problems.append(
                     (
                         checkpoint.size - 1,
-                        2,
+                        CHECKPOINT,
                         f"checkpoint {checkpoint.id}: the tree of its {checkpoint.size} leaves "
                         "has another root than the signed one",
                     )
@@ -932,44 +965,63 @@ async def _verify(verifier: _Verifier, stitcher: _Stitcher, workers: int, block:
     for checkpoint in checkpoints:
         verifier._check_note(checkpoint)
     pending = [c for c in checkpoints if c.size > 0]
-    stitcher.pending = pending
+    stitcher.pending = list(pending)
     sizes = sorted({c.size for c in pending if c.size <= size} | {size})
     url = db.get_bind().engine.url
-    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-    if size and (workers <= 1 or size <= block or in_memory):
+    in_memory = url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+    )
+    parallel = size > block and workers > 1 and not in_memory
+    if parallel:
+        try:
+            await _verify_in_workers(verifier, stitcher, workers, block, size, sizes)
+        except BrokenProcessPool as exc:  # a worker died (out of memory, killed): go on alone
+            logger.warning("evidence verification: %s; checking in this process instead", exc)
+            stitcher.restart(list(pending))
+            parallel = False
+    if size and not parallel:
         await verifier.load()
         stitcher.add(await verifier.run_range(0, size, size, sizes))
-    elif size:
-        # Worker processes check whole blocks (spawned: this process runs an event loop and
-        # threads, which fork would copy half-way); this one joins their findings in order.
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
-        loop = asyncio.get_running_loop()
-        link = url.render_as_string(hide_password=False)
-        futures: list[asyncio.Future[_Range]] = []
-        try:
-            futures = [
-                loop.run_in_executor(
-                    pool,
-                    _check_block,
-                    link,
-                    verifier.store,
-                    at,
-                    min(at + block, size),
-                    size,
-                    sizes,
-                )
-                for at in range(0, size, block)
-            ]
-            for future in futures:
-                stitcher.add(await future)
-                if verifier.progress:
-                    verifier.progress(stitcher.leaves, size)
-        finally:
-            for future in futures:
-                future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-    stored = await db.scalar(select(func.max(LogLeaf.seq)))
+    await _verify_end(verifier, stitcher, size, root)
+
+
+async def _verify_in_workers(
+    verifier: _Verifier, stitcher: _Stitcher, workers: int, block: int, size: int, sizes: list[int]
+) -> None:
+    """Worker processes check whole blocks (spawned: this process runs an event loop and
+    threads, which fork would copy half-way); this one joins their findings in order."""
+    url = verifier.db.get_bind().engine.url
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+    loop = asyncio.get_running_loop()
+    link = url.render_as_string(hide_password=False)
+    futures: list[asyncio.Future[_Range]] = []
+    try:
+        futures = [
+            loop.run_in_executor(
+                pool,
+                _check_block,
+                link,
+                verifier.store,
+                at,
+                min(at + block, size),
+                size,
+                sizes,
+            )
+            for at in range(0, size, block)
+        ]
+        for future in futures:
+            stitcher.add(await future)
+            if verifier.progress:
+                verifier.progress(stitcher.leaves, size)
+    finally:
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _verify_end(verifier: _Verifier, stitcher: _Stitcher, size: int, root: bytes) -> None:
+    stored = await verifier.db.scalar(select(func.max(LogLeaf.seq)))
     if stored is not None and stored + 1 > size:
         raise Mismatch(f"the log head says {size} leaves, but {stored + 1} are stored", seq=size)
     if _fold(stitcher.edge) != root:

@@ -242,6 +242,54 @@ def test_the_fast_canonical_json_is_the_json_modules() -> None:
         assert integrity._json({"b": value, "a": [value]}) == slow({"b": value, "a": [value]})
 
 
+async def test_a_crashed_worker_leaves_the_check_to_this_process(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.evidence import integrity
+
+    state, _case = await _verified_case(app)
+    monkeypatch.setattr(integrity, "_worker_start", os.abort)  # each worker dies at start
+    async with state.db() as db:
+        result = await verify_log(db, state.blobs, state.log_key, record=False, **PARALLEL)
+    assert result.ok, result.problem
+    assert (result.leaves, result.checkpoints, result.files) == (5, 1, 2)
+
+
+async def test_a_missing_hash_joining_blocks_is_found(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    position = tlog.stored_hash_index(2, 0)
+    async with state.db() as db:
+        await db.execute(delete(LogHash).where(LogHash.position == position))
+        await db.commit()
+    problem = await _problem(state)
+    assert problem.startswith("leaf 3:") and f"position {position}" in problem
+
+
+async def _unsequence(state: Any, seq: int) -> None:
+    async with state.db() as db:
+        leaf = await db.scalar(select(LogLeaf).where(LogLeaf.seq == seq))
+        assert leaf is not None
+        leaf.seq = None
+        await db.commit()
+
+
+async def test_a_missing_leaf_is_found(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    await _unsequence(state, 3)
+    assert await _problem(state) == "leaf 3 is missing: the next stored leaf is 4"
+
+
+async def test_a_changed_leaf_before_a_missing_one_comes_first(app: Any) -> None:
+    state, _case = await _verified_case(app)
+    async with state.db() as db:
+        leaf = await db.scalar(select(LogLeaf).where(LogLeaf.seq == 1))
+        assert leaf is not None
+        leaf.data = bytes(leaf.data) + b" "
+        await db.commit()
+    await _unsequence(state, 3)
+    assert (await _problem(state)).startswith("leaf 1")
+
+
 async def test_a_changed_hash_joining_blocks_is_found(app: Any) -> None:
     state, _case = await _verified_case(app)
     position = tlog.stored_hash_index(2, 0)  # leaves 0-3: above the blocks of two

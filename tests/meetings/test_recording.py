@@ -427,7 +427,7 @@ async def test_video_is_recorded_when_chosen(live: Live, people: Crowd) -> None:
         for client in clients:
             await until(lambda c=client: asyncio.sleep(0, c.connected_at), seconds=15)
         started = max(client.connected_at or 0 for client in clients)
-        await asyncio.sleep(3)
+        await asyncio.sleep(5)
         assert (await m.act("meeting.record_stop", mid, recording_id=rid))["ok"]
         real = time.monotonic() - started
     finally:
@@ -456,8 +456,8 @@ async def test_video_is_recorded_when_chosen(live: Live, people: Crowd) -> None:
         assert frames and (frames[0].width, frames[0].height) == (160, 120)
         # 15 frames a second were sent: about that many per second are in the file.
         assert 0.6 * 15 * real <= len(frames) <= 1.2 * 15 * real, (len(frames), real)
-        # (within 15%, or 0.8 s for the video connection's start under load)
-        assert abs(f.duration_ms / 1000 - real) <= max(0.15 * real, 0.8), (f.duration_ms, real)
+        # (within 15%, or 1.2 s for the video connection's start under load: CI once took 0.93)
+        assert abs(f.duration_ms / 1000 - real) <= max(0.15 * real, 1.2), (f.duration_ms, real)
 
 
 async def test_video_is_thinned_to_fifteen_frames_a_second() -> None:
