@@ -137,15 +137,23 @@ async def _sqlite_held_by_another_process(db_url: str, settings: Any) -> None:
     async with LifespanManager(app), _client(app) as client:
         try:
             await make_user(app, Role.CONSUMER, phone="13900000502")
-            holder = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+            holder = sqlite3.connect(
+                make_url(db_url).database or "",
+                isolation_level=None,
+                timeout=30,
+                check_same_thread=False,
+            )
             try:
-                holder.execute("BEGIN EXCLUSIVE")
+                # From a thread: the portal's own loops, on this event loop, may hold the lock
+                # for a moment and must be able to finish while the holder waits for it.
+                await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
                 answer = await post_form(
                     client, "/accounts/login", {"login": "13900000502", "password": PASSWORD}
                 )
                 _assert_unavailable(answer)
             finally:
-                holder.execute("ROLLBACK")
+                if holder.in_transaction:
+                    holder.execute("ROLLBACK")
                 holder.close()
             await log_in(client, "13900000502", PASSWORD)
         finally:

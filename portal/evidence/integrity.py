@@ -988,10 +988,12 @@ async def _verify(verifier: _Verifier, stitcher: _Stitcher, workers: int, block:
 async def _verify_in_workers(
     verifier: _Verifier, stitcher: _Stitcher, workers: int, block: int, size: int, sizes: list[int]
 ) -> None:
-    """Worker processes check whole blocks (spawned: this process runs an event loop and
-    threads, which fork would copy half-way); this one joins their findings in order."""
+    """Worker processes check whole blocks; this one joins their findings in order. They are
+    forked from a fork server that imported this module once (not from this process, whose
+    event loop and threads a fork would copy half-way; nor spawned, importing it each time)."""
     url = verifier.db.get_bind().engine.url
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
     loop = asyncio.get_running_loop()
     link = url.render_as_string(hide_password=False)
