@@ -237,6 +237,7 @@ class AuditDigestLoop(BackgroundLoop):
 
     name = "jiefen-audit"
     log = logger
+    first_delay = 60.0  # a start-up (and a short test) is not interrupted by the trail's digest
 
     def __init__(
         self,

@@ -185,14 +185,6 @@ class _Tree:
         self.size += 1
         return out
 
-    def root(self) -> bytes:
-        if not self.stack:
-            return EMPTY_ROOT
-        h = self.stack[-1]
-        for left in reversed(self.stack[:-1]):
-            h = node_hash(left, h)
-        return h
-
 
 class _Verifier:
     def __init__(
